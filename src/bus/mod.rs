@@ -1,0 +1,116 @@
+//! The bus between the ingest side and the push side: an ordered log per room (ids, history, live feed) and the
+//! rooms' viewer counts.
+//!
+//! Logic appends to a room's log; gateways subscribe to the rooms they have viewers in and replay from the log
+//! what the live feed could not give them (a late join, a `since`, a lagging feed). `danmaku serve` uses the
+//! in-process [`local::LocalBus`]; the variants of [`Bus`] are the deployments a gateway or logic node can run on.
+
+pub mod local;
+
+use bytes::Bytes;
+
+use crate::protocol::RoomId;
+
+/// One accepted comment: its room-ordered id and its JSON encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u64,
+    pub json: Bytes,
+}
+
+/// Comments read back from a room's history.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Ascending ids.
+    pub entries: Vec<Entry>,
+    /// False when some of the asked-for ids are older than the history keeps.
+    pub complete: bool,
+}
+
+/// What a subscription yields next.
+#[derive(Debug)]
+pub enum Feed {
+    Entry(Entry),
+    /// The subscriber fell behind and some entries were skipped; replay from the log to fill the gap.
+    Lagged,
+    /// The bus is gone; the subscriber stops.
+    Closed,
+}
+
+/// The bus a process runs on.
+pub enum Bus {
+    Local(local::LocalBus),
+}
+
+/// A gateway's live feed of one room.
+pub enum Subscription {
+    Local(local::LocalSubscription),
+}
+
+impl Bus {
+    pub fn local(history: usize) -> Self {
+        Bus::Local(local::LocalBus::new(history))
+    }
+
+    /// Numbers a comment, stores it in the room's history and publishes it, atomically: ids are strictly
+    /// increasing per room and the feed carries them in order. `encode` receives the id and the accept time.
+    pub async fn append(&self, room: &RoomId, encode: impl FnOnce(u64, u64) -> Bytes) -> u64 {
+        match self {
+            Bus::Local(b) => b.append(room, encode),
+        }
+    }
+
+    /// Starts the live feed of a room; returns it with the room's last id at that instant, so that everything
+    /// after that id comes through the feed (or, if the feed lags, through [`Bus::replay`]).
+    pub async fn subscribe(&self, room: &RoomId) -> (Subscription, u64) {
+        match self {
+            Bus::Local(b) => {
+                let (s, last) = b.subscribe(room);
+                (Subscription::Local(s), last)
+            }
+        }
+    }
+
+    /// Comments with `after < id <= upto`, ascending, at most `limit` of them (the oldest first).
+    pub async fn replay(&self, room: &RoomId, after: u64, upto: u64, limit: usize) -> Replay {
+        match self {
+            Bus::Local(b) => b.replay(room, after, upto, limit),
+        }
+    }
+
+    /// The most recent `limit` comments, ascending.
+    pub async fn recent(&self, room: &RoomId, limit: usize) -> Vec<Entry> {
+        match self {
+            Bus::Local(b) => b.recent(room, limit),
+        }
+    }
+
+    /// The room's last comment id, 0 if it has none.
+    pub async fn last_id(&self, room: &RoomId) -> u64 {
+        match self {
+            Bus::Local(b) => b.last_id(room),
+        }
+    }
+
+    /// Adds `delta` viewers to a room's count.
+    pub fn add_viewers(&self, room: &RoomId, delta: i64) {
+        match self {
+            Bus::Local(b) => b.add_viewers(room, delta),
+        }
+    }
+
+    /// The room's viewers across every gateway on this bus.
+    pub fn online(&self, room: &RoomId) -> u64 {
+        match self {
+            Bus::Local(b) => b.online(room),
+        }
+    }
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Feed {
+        match self {
+            Subscription::Local(s) => s.recv().await,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Command line, environment and config file, merged in that order of precedence.
+//!
+//! Every flag of a subcommand can also be set by `DANMAKU_<FLAG>` and by a key of the TOML file given with
+//! `--config` (the flag's name with `_` or `-`). The file's values become the flags' defaults, which is what makes
+//! the command line and the environment win over it without a second copy of each setting.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "danmaku",
+    version,
+    about = "Live-stream bullet comments: batched WebSocket push at scale"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything in one process: viewer WebSocket, HTTP API, in-process bus and history.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// TOML file whose keys set any of these flags.
+    #[arg(long, env = "DANMAKU_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (viewer WebSocket, HTTP API, /healthz, /metrics).
+    #[arg(long, env = "DANMAKU_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub logic: LogicArgs,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    /// Seconds given to viewers to take their close frame on shutdown before the process exits.
+    #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The ingest side's settings.
+#[derive(Args, Debug, Clone)]
+pub struct LogicArgs {
+    /// Comments kept per room for recovery and the history API.
+    #[arg(long, env = "DANMAKU_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+
+    /// Longest comment text, in characters after trimming.
+    #[arg(long, env = "DANMAKU_MAX_CHARS", default_value_t = 100)]
+    pub max_chars: usize,
+
+    /// Largest client WebSocket message and HTTP request body, in bytes.
+    #[arg(long, env = "DANMAKU_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub max_message_bytes: usize,
+}
+
+/// The push side's settings.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayArgs {
+    /// Merge window per room, in milliseconds; 0 sends each comment at once.
+    #[arg(long, env = "DANMAKU_BATCH_MS", default_value_t = 100)]
+    pub batch_ms: u64,
+
+    /// Bytes queued for one viewer beyond which it is closed as too slow (4008).
+    #[arg(long, env = "DANMAKU_QUEUE_BYTES", default_value_t = 1 << 20)]
+    pub queue_bytes: usize,
+
+    /// Seconds of silence from a viewer after which the server pings it.
+    #[arg(long, env = "DANMAKU_PING_SECS", default_value_t = 25)]
+    pub ping_secs: u64,
+
+    /// Seconds of silence from a viewer after which it is closed (4000).
+    #[arg(long, env = "DANMAKU_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Seconds a connection has to send its HTTP request head.
+    #[arg(long, env = "DANMAKU_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
+    pub handshake_timeout_secs: u64,
+
+    /// How often a room's online count is pushed while it changes, in milliseconds.
+    #[arg(long, env = "DANMAKU_ONLINE_INTERVAL_MS", default_value_t = 2000)]
+    pub online_interval_ms: u64,
+
+    /// Seconds a closing viewer has to take its close frame before the socket is dropped.
+    #[arg(long, env = "DANMAKU_CLOSE_TIMEOUT_SECS", default_value_t = 5)]
+    pub close_timeout_secs: u64,
+
+    /// Member shards per room; each shard's fan-out runs as its own task. 0 = one per core.
+    #[arg(long, env = "DANMAKU_FANOUT_SHARDS", default_value_t = 0)]
+    pub fanout_shards: usize,
+}
+
+impl GatewayArgs {
+    pub fn batch_window(&self) -> Duration {
+        Duration::from_millis(self.batch_ms)
+    }
+}
+
+/// Parses the process's arguments, applying `--config` (or `DANMAKU_CONFIG`) as defaults.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os().collect())
+}
+
+pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let mut cmd = Cli::command();
+    let config =
+        config_path(&args).or_else(|| std::env::var_os("DANMAKU_CONFIG").map(PathBuf::from));
+    if let (Some(path), Some(sub)) = (config, subcommand_name(&args)) {
+        let table = load_table(&path)
+            .map_err(|msg| cmd.error(clap::error::ErrorKind::ValueValidation, msg))?;
+        let mut unknown = Vec::new();
+        let known: Vec<String> = cmd
+            .find_subcommand(&sub)
+            .map(|s| s.get_arguments().map(|a| a.get_id().to_string()).collect())
+            .unwrap_or_default();
+        for (key, value) in table {
+            let id = key.replace('-', "_");
+            if !known.contains(&id) || id == "config" {
+                unknown.push(key);
+                continue;
+            }
+            let text = match value {
+                toml::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            cmd = cmd.mut_subcommand(&sub, |s| s.mut_arg(&id, |a| a.default_value(text)));
+        }
+        if !unknown.is_empty() {
+            return Err(cmd.error(
+                clap::error::ErrorKind::UnknownArgument,
+                format!("unknown key(s) in config file: {}", unknown.join(", ")),
+            ));
+        }
+    }
+    let matches: ArgMatches = cmd.try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let a = a.to_str()?;
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    None
+}
+
+fn subcommand_name(args: &[OsString]) -> Option<String> {
+    let cmd = Cli::command();
+    args.iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .find(|a| cmd.find_subcommand(a).is_some())
+        .map(str::to_owned)
+}
+
+fn load_table(path: &PathBuf) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+    text.parse::<toml::Table>()
+        .map_err(|e| format!("config {} is not valid TOML: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    fn serve(cli: Cli) -> ServeArgs {
+        match cli.command {
+            Command::Serve(s) => s,
+        }
+    }
+
+    #[test]
+    fn file_values_are_defaults_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("danmaku-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "batch_ms = 7\nhistory = 5\nlisten = \"127.0.0.1:9\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = serve(
+            parse_from(args(&["danmaku", "serve", "--config", f, "--history", "9"])).unwrap(),
+        );
+        assert_eq!(s.gateway.batch_ms, 7);
+        assert_eq!(s.logic.history, 9);
+        assert_eq!(s.listen.port(), 9);
+        std::fs::write(&file, "no_such_flag = 1\n").unwrap();
+        assert!(parse_from(args(&["danmaku", "serve", "--config", f])).is_err());
+    }
+}

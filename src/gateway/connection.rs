@@ -1,0 +1,304 @@
+//! One viewer's connection task, from the end of the handshake to the close: joins the room (hello and recovery
+//! first, then live batches), answers the viewer's messages, pings it when silent, drains its queue when the
+//! socket is full, and leaves the room when it ends.
+//!
+//! An idle connection holds no buffer: reads go through a stack buffer and the decoder frees what it held.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::Gateway;
+use super::viewer::{Drain, Viewer};
+use crate::protocol::comment::Submission;
+use crate::protocol::messages::{ClientMsg, ServerMsg, batch_frame};
+use crate::protocol::ws_codec::{self, Decoder, Event, ProtocolError, close};
+use crate::protocol::{ErrorCode, Rejection, RoomId};
+
+/// Comments per recovery frame: keeps each frame a modest size.
+const RECOVERY_CHUNK: usize = 200;
+/// Bytes read per wake-up before the task yields to its other duties.
+const READ_BUDGET: usize = 64 * 1024;
+
+/// What the viewer asked for in its handshake.
+pub struct Join {
+    pub room: RoomId,
+    pub since: Option<u64>,
+    pub user: String,
+}
+
+enum Step {
+    Continue,
+    /// Our close frame is out (or the socket failed): finish.
+    End,
+}
+
+pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes) {
+    metrics::gauge!("danmaku_viewers").increment(1.0);
+    let room = gw.registry.join(&join.room, &viewer);
+    if gw.is_stopping() {
+        viewer.close(close::GOING_AWAY);
+    }
+    let delivered = room.delivered().await;
+    let first = greeting(&gw, &join, delivered).await;
+    viewer.release(first, delivered);
+
+    let mut conn = Conn {
+        gw: &gw,
+        viewer: &viewer,
+        join: &join,
+        decoder: Decoder::new(gw.max_message_bytes),
+        last_rx: Instant::now(),
+        pinged: false,
+    };
+    if !early.is_empty() && matches!(conn.on_early(&early).await, Step::End) {
+        return finish(&gw, &viewer, &join.room);
+    }
+    conn.serve().await;
+    finish(&gw, &viewer, &join.room);
+}
+
+fn finish(gw: &Gateway, viewer: &Arc<Viewer>, room: &RoomId) {
+    gw.registry.leave(room, viewer);
+    metrics::gauge!("danmaku_viewers").decrement(1.0);
+}
+
+/// The hello, then every comment after `since` up to `delivered` still in history.
+async fn greeting(gw: &Gateway, join: &Join, delivered: u64) -> Vec<Bytes> {
+    let mut recovered = true;
+    let mut frames = Vec::new();
+    if let Some(since) = join.since {
+        if since > delivered {
+            // The client saw ids this room never had here (its history was lost): it must resync from last_id.
+            recovered = false;
+        } else if since < delivered {
+            let replay = gw
+                .bus
+                .replay(&join.room, since, delivered, usize::MAX)
+                .await;
+            recovered = replay.complete;
+            for chunk in replay.entries.chunks(RECOVERY_CHUNK) {
+                frames.push(batch_frame(
+                    join.room.as_str(),
+                    chunk.iter().map(|e| &e.json),
+                ));
+            }
+        }
+    }
+    let hello = ServerMsg::Hello {
+        room: join.room.as_str(),
+        online: gw.bus.online(&join.room),
+        last_id: delivered,
+        recovered,
+    };
+    frames.insert(0, hello.frame());
+    frames
+}
+
+struct Conn<'a> {
+    gw: &'a Gateway,
+    viewer: &'a Arc<Viewer>,
+    join: &'a Join,
+    decoder: Decoder,
+    last_rx: Instant,
+    pinged: bool,
+}
+
+impl Conn<'_> {
+    async fn serve(&mut self) {
+        let ping = self.gw.ping_after();
+        let idle = self.gw.idle_timeout();
+        let timer = tokio::time::sleep(ping);
+        tokio::pin!(timer);
+        let mut pending = false;
+        loop {
+            let step = tokio::select! {
+                _ = self.viewer.wake.notified() => self.drain(&mut pending),
+                r = self.viewer.stream.writable(), if pending => match r {
+                    Ok(()) => self.drain(&mut pending),
+                    Err(_) => Step::End,
+                },
+                r = self.viewer.stream.readable() => match r {
+                    Ok(()) => self.read().await,
+                    Err(_) => Step::End,
+                },
+                _ = &mut timer => {
+                    let silent = self.last_rx.elapsed();
+                    if silent >= idle {
+                        self.viewer.close(close::HEARTBEAT_TIMEOUT);
+                        timer.as_mut().reset(Instant::now() + self.gw.close_timeout());
+                    } else if silent >= ping && !self.pinged {
+                        self.pinged = true;
+                        self.viewer.push(&ws_codec::ping_frame(b""), 0);
+                        timer.as_mut().reset(self.last_rx + idle);
+                    } else {
+                        let next = if self.pinged { idle } else { ping };
+                        timer.as_mut().reset(self.last_rx + next);
+                    }
+                    Step::Continue
+                }
+            };
+            if matches!(step, Step::End) {
+                break;
+            }
+        }
+        self.linger().await;
+    }
+
+    fn drain(&self, pending: &mut bool) -> Step {
+        match self.viewer.drain() {
+            Drain::Idle => {
+                *pending = false;
+                Step::Continue
+            }
+            Drain::Pending => {
+                *pending = true;
+                Step::Continue
+            }
+            Drain::Closed | Drain::Failed => Step::End,
+        }
+    }
+
+    /// After our close frame: give the viewer a moment to answer it, so it reads the close before the socket goes.
+    async fn linger(&mut self) {
+        let deadline = Instant::now() + self.gw.close_timeout();
+        loop {
+            let readable = tokio::time::timeout_at(deadline, self.viewer.stream.readable()).await;
+            if !matches!(readable, Ok(Ok(()))) || !discard_input(&self.viewer.stream) {
+                return;
+            }
+        }
+    }
+
+    async fn read(&mut self) -> Step {
+        let mut events = Vec::new();
+        let outcome = self.read_events(&mut events);
+        for event in events {
+            if let Step::End = self.on_event(event).await {
+                return Step::End;
+            }
+        }
+        match outcome {
+            Ok(true) => Step::Continue,
+            Ok(false) => Step::End,
+            Err(e) => {
+                tracing::debug!(viewer = self.viewer.id, "protocol error: {e}");
+                self.viewer.close(close::PROTOCOL_ERROR);
+                Step::Continue
+            }
+        }
+    }
+
+    /// Reads what the socket has (up to a budget) and decodes it. Not async on purpose: the read buffer lives on
+    /// the stack, never in the connection's future. `Ok(false)`: the peer is gone.
+    fn read_events(&mut self, events: &mut Vec<Event>) -> Result<bool, ProtocolError> {
+        let mut buf = [0u8; 4096];
+        let mut budget = READ_BUDGET;
+        loop {
+            match self.viewer.stream.try_read(&mut buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    self.last_rx = Instant::now();
+                    self.pinged = false;
+                    self.decoder.feed(&buf[..n], events)?;
+                    budget = budget.saturating_sub(n);
+                    if budget == 0 {
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.decoder.shrink();
+                    return Ok(true);
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// Bytes that arrived with the handshake, before the connection task took the socket.
+    async fn on_early(&mut self, bytes: &[u8]) -> Step {
+        let mut events = Vec::new();
+        let result = self.decoder.feed(bytes, &mut events);
+        for event in events {
+            if let Step::End = self.on_event(event).await {
+                return Step::End;
+            }
+        }
+        if result.is_err() {
+            self.viewer.close(close::PROTOCOL_ERROR);
+        }
+        Step::Continue
+    }
+
+    async fn on_event(&mut self, event: Event) -> Step {
+        let reply =
+            |code: ErrorCode, msg: &'static str| ServerMsg::error(None, &Rejection::new(code, msg));
+        let frame = match event {
+            Event::Text(text) => match ClientMsg::parse(&text) {
+                Ok(ClientMsg::Ping) => ServerMsg::Pong.frame(),
+                Ok(ClientMsg::Send(send)) => {
+                    let sub = Submission {
+                        user: &self.join.user,
+                        text: &send.text,
+                        color: send.color.as_deref(),
+                        mode: send.mode.as_deref(),
+                    };
+                    let nonce = send.nonce.as_deref();
+                    match self.gw.ingest.submit(&self.join.room, sub).await {
+                        Ok(id) => ServerMsg::Ack { nonce, id }.frame(),
+                        Err(r) => ServerMsg::error(nonce, &r),
+                    }
+                }
+                Err(e) => ServerMsg::error(e.nonce.as_deref(), &e.rejection),
+            },
+            Event::Binary(_) => reply(
+                ErrorCode::BinaryUnsupported,
+                "binary frames are not part of the protocol",
+            ),
+            Event::TooLarge => reply(
+                ErrorCode::MessageTooLarge,
+                "message is larger than the server accepts",
+            ),
+            Event::InvalidUtf8 => reply(ErrorCode::InvalidUtf8, "text frame is not valid UTF-8"),
+            Event::Ping(payload) => ws_codec::pong_frame(&payload),
+            Event::Pong(_) => return Step::Continue,
+            Event::Close(code, _) => {
+                // Echo the client's code, as RFC 6455 asks; the connection ends once it is written.
+                self.viewer.close(code.unwrap_or(close::NORMAL));
+                return Step::Continue;
+            }
+        };
+        self.viewer.push(&frame, 0);
+        Step::Continue
+    }
+}
+
+impl Gateway {
+    fn ping_after(&self) -> Duration {
+        Duration::from_secs(self.args.ping_secs.max(1))
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.args.idle_timeout_secs.max(1))
+    }
+
+    fn close_timeout(&self) -> Duration {
+        Duration::from_secs(self.args.close_timeout_secs)
+    }
+}
+
+/// Reads and drops what the socket has; false once the peer is gone.
+fn discard_input(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => return false,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The push side: holds viewers' WebSockets, grouped by room, and delivers each room's comments as one shared
+//! frame per window.
+
+pub mod connection;
+pub mod registry;
+pub mod room;
+pub mod upgrade;
+pub mod viewer;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::routing::get;
+use tokio_util::task::TaskTracker;
+
+use crate::bus::Bus;
+use crate::config::GatewayArgs;
+use crate::logic::Ingest;
+use crate::protocol::ws_codec::close;
+use registry::Registry;
+use room::BatchSettings;
+
+pub struct Gateway {
+    args: GatewayArgs,
+    max_message_bytes: usize,
+    bus: Arc<Bus>,
+    ingest: Arc<dyn Ingest>,
+    registry: Registry,
+    next_id: AtomicU64,
+    tasks: TaskTracker,
+    /// Set once shutdown began: a viewer that finishes its handshake after that is closed at once.
+    stopping: AtomicBool,
+}
+
+impl Gateway {
+    pub fn new(
+        args: GatewayArgs,
+        max_message_bytes: usize,
+        bus: Arc<Bus>,
+        ingest: Arc<dyn Ingest>,
+        tasks: TaskTracker,
+    ) -> Self {
+        let settings = BatchSettings {
+            window: args.batch_window(),
+            online_interval: Duration::from_millis(args.online_interval_ms.max(10)),
+        };
+        let room_shards = match args.fanout_shards {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
+        Gateway {
+            registry: Registry::new(bus.clone(), settings, room_shards, tasks.clone()),
+            args,
+            max_message_bytes,
+            bus,
+            ingest,
+            next_id: AtomicU64::new(1),
+            tasks,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/ws",
+                get(|State(gw): State<Arc<Gateway>>, req: Request| upgrade::handle(gw, req)),
+            )
+            .with_state(self.clone())
+    }
+
+    /// Sends every viewer close 1001 (their connection tasks end once it is written).
+    pub fn close_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for viewer in self.registry.all_viewers() {
+            viewer.close(close::GOING_AWAY);
+        }
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.args.handshake_timeout_secs.max(1))
+    }
+}
+
+impl Gateway {
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,223 @@
+//! A room on one gateway: its members, split in shards, and the batcher that turns the room's feed into one
+//! frame per window and fans that frame out.
+//!
+//! The frame is built once; each shard's fan-out runs as its own task, takes a snapshot of its members under the
+//! shard's lock and writes outside it. A room's batches are fanned out one after the other, so every viewer gets
+//! them in id order.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::viewer::Viewer;
+use crate::bus::{Bus, Entry, Feed};
+use crate::protocol::RoomId;
+use crate::protocol::messages::{ServerMsg, batch_frame};
+
+/// Below this many members a fan-out is done in the batcher's own task: spawning would cost more than writing.
+const INLINE_FANOUT: usize = 256;
+
+pub struct Room {
+    pub id: RoomId,
+    shards: Box<[Mutex<Vec<Arc<Viewer>>>]>,
+    /// The last comment id fanned out (or, before the first batch, the room's last id when the feed started).
+    delivered: AtomicU64,
+    members: AtomicUsize,
+    ready: watch::Sender<bool>,
+}
+
+/// How a room's batcher behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchSettings {
+    pub window: Duration,
+    pub online_interval: Duration,
+}
+
+impl Room {
+    pub fn new(id: RoomId, shards: usize) -> Self {
+        Room {
+            id,
+            shards: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            delivered: AtomicU64::new(0),
+            members: AtomicUsize::new(0),
+            ready: watch::Sender::new(false),
+        }
+    }
+
+    pub fn add(&self, viewer: &Arc<Viewer>) {
+        let mut shard = self.shards[viewer.id as usize % self.shards.len()].lock();
+        viewer.slot.store(shard.len(), Ordering::Relaxed);
+        shard.push(viewer.clone());
+        self.members.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn remove(&self, viewer: &Arc<Viewer>) {
+        let mut shard = self.shards[viewer.id as usize % self.shards.len()].lock();
+        let slot = viewer.slot.load(Ordering::Relaxed);
+        if shard.get(slot).is_some_and(|v| Arc::ptr_eq(v, viewer)) {
+            shard.swap_remove(slot);
+            if let Some(moved) = shard.get(slot) {
+                moved.slot.store(slot, Ordering::Relaxed);
+            }
+            self.members.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits until the room's feed runs, then answers the last comment id already fanned out. A viewer added
+    /// before this call receives, through the fan-out, every batch carrying later ids.
+    pub async fn delivered(&self) -> u64 {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as the room, which the caller holds.
+        let _ = ready.wait_for(|r| *r).await;
+        self.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Every member, for closing them all.
+    pub fn members(&self) -> Vec<Arc<Viewer>> {
+        self.shards.iter().flat_map(|s| s.lock().clone()).collect()
+    }
+
+    /// The batcher: runs until `stop`, reading the room's feed and fanning out one frame per window.
+    pub async fn run(
+        self: Arc<Self>,
+        bus: Arc<Bus>,
+        settings: BatchSettings,
+        stop: CancellationToken,
+    ) {
+        let (mut feed, last) = tokio::select! {
+            s = bus.subscribe(&self.id) => s,
+            _ = stop.cancelled() => return,
+        };
+        self.delivered.store(last, Ordering::SeqCst);
+        self.ready.send_replace(true);
+        let mut batcher = Batcher {
+            room: self,
+            bus,
+            pending: Vec::new(),
+            last_seen: last,
+        };
+        let deadline = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(deadline);
+        let mut online = tokio::time::interval(settings.online_interval);
+        online.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_online = None;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                feed = feed.recv() => {
+                    let was_empty = batcher.pending.is_empty();
+                    if !batcher.take(feed).await {
+                        return;
+                    }
+                    if settings.window.is_zero() {
+                        batcher.flush().await;
+                    } else if was_empty && !batcher.pending.is_empty() {
+                        deadline.as_mut().reset(Instant::now() + settings.window);
+                    }
+                }
+                _ = &mut deadline, if !batcher.pending.is_empty() => batcher.flush().await,
+                _ = online.tick() => {
+                    let count = batcher.bus.online(&batcher.room.id);
+                    if last_online != Some(count) {
+                        last_online = Some(count);
+                        let frame = ServerMsg::Online { count }.frame();
+                        batcher.room.fanout(&frame, 0).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands `frame` to every member; returns how many took it.
+    async fn fanout(self: &Arc<Self>, frame: &Bytes, tag: u64) -> usize {
+        let started = std::time::Instant::now();
+        let written = if self.members.load(Ordering::Relaxed) <= INLINE_FANOUT {
+            (0..self.shards.len())
+                .map(|i| self.write_shard(i, frame, tag))
+                .sum()
+        } else {
+            let jobs: Vec<_> = (0..self.shards.len())
+                .map(|i| {
+                    let room = self.clone();
+                    let frame = frame.clone();
+                    tokio::spawn(async move { room.write_shard(i, &frame, tag) })
+                })
+                .collect();
+            let mut total = 0;
+            for job in jobs {
+                total += job.await.unwrap_or(0);
+            }
+            total
+        };
+        metrics::counter!("danmaku_frames_out_total").increment(written as u64);
+        metrics::counter!("danmaku_bytes_out_total").increment((written * frame.len()) as u64);
+        metrics::histogram!("danmaku_fanout_seconds").record(started.elapsed().as_secs_f64());
+        written
+    }
+
+    fn write_shard(&self, shard: usize, frame: &Bytes, tag: u64) -> usize {
+        let members = self.shards[shard].lock().clone();
+        members.iter().filter(|v| v.push(frame, tag)).count()
+    }
+}
+
+/// The batcher's state between windows.
+struct Batcher {
+    room: Arc<Room>,
+    bus: Arc<Bus>,
+    pending: Vec<Entry>,
+    /// The highest id taken from the feed or the log.
+    last_seen: u64,
+}
+
+impl Batcher {
+    /// Takes one feed event into the pending batch, filling any gap from the log. False when the feed ended.
+    async fn take(&mut self, feed: Feed) -> bool {
+        match feed {
+            Feed::Entry(e) if e.id <= self.last_seen => {}
+            Feed::Entry(e) => {
+                if e.id > self.last_seen + 1 {
+                    self.fill(e.id - 1).await;
+                }
+                self.last_seen = e.id;
+                self.pending.push(e);
+            }
+            Feed::Lagged => {
+                let upto = self.bus.last_id(&self.room.id).await;
+                self.fill(upto).await;
+            }
+            Feed::Closed => return false,
+        }
+        true
+    }
+
+    async fn fill(&mut self, upto: u64) {
+        let replay = self
+            .bus
+            .replay(&self.room.id, self.last_seen, upto, usize::MAX)
+            .await;
+        if !replay.complete {
+            metrics::counter!("danmaku_feed_gaps_total").increment(1);
+            tracing::warn!(room = %self.room.id, after = self.last_seen, upto, "comments lost: older than history");
+        }
+        self.pending.extend(replay.entries);
+        // Every id up to `upto` is now either pending or lost for good.
+        self.last_seen = self.last_seen.max(upto);
+    }
+
+    async fn flush(&mut self) {
+        let Some(last) = self.pending.last().map(|e| e.id) else {
+            return;
+        };
+        let frame = batch_frame(self.room.id.as_str(), self.pending.iter().map(|e| &e.json));
+        self.pending.clear();
+        self.room.delivered.store(last, Ordering::SeqCst);
+        self.room.fanout(&frame, last).await;
+    }
+}

@@ -1,0 +1,180 @@
+//! `GET /ws`: checks the room and the handshake before upgrading (a bad request is refused with HTTP 400 and
+//! the documented JSON error), then takes the raw TCP socket out of hyper so the gateway owns its write side.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use bytes::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use sha1::{Digest, Sha1};
+use tokio::net::TcpStream;
+
+use super::Gateway;
+use super::connection::{self, Join};
+use super::viewer::Viewer;
+use crate::logic::http::reject;
+use crate::protocol::comment::validate_user;
+use crate::protocol::{ErrorCode, Rejection, RoomId};
+
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+#[derive(Deserialize)]
+struct WsQuery {
+    room: Option<String>,
+    since: Option<String>,
+    user: Option<String>,
+}
+
+pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
+    let join = match parse_join(req.uri().query()) {
+        Ok(j) => j,
+        Err(r) => return reject(&r),
+    };
+    let key = match handshake_key(req.method(), req.headers()) {
+        Ok(k) => k,
+        Err(r) => return reject(&r),
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return reject(&Rejection::new(
+            ErrorCode::UpgradeRequired,
+            "this connection cannot be upgraded",
+        ));
+    };
+    let task_gw = gw.clone();
+    gw.tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => return tracing::debug!("upgrade failed: {e}"),
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            return tracing::error!("upgraded connection is not a TCP stream");
+        };
+        // Copy, so hyper's read buffer is not kept alive by a slice of it.
+        let early = Bytes::copy_from_slice(&parts.read_buf);
+        let id = task_gw.next_id.fetch_add(1, Ordering::Relaxed);
+        let viewer = Arc::new(Viewer::new(
+            id,
+            parts.io.into_inner(),
+            task_gw.args.queue_bytes,
+        ));
+        connection::run(task_gw, viewer, join, early).await;
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, key);
+    res
+}
+
+fn parse_join(query: Option<&str>) -> Result<Join, Rejection> {
+    let q: WsQuery = serde_urlencoded_query(query.unwrap_or(""))?;
+    let room = RoomId::parse(q.room.as_deref().unwrap_or(""))?;
+    let since =
+        match q.since.as_deref() {
+            None => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                Rejection::new(ErrorCode::InvalidSince, "since must be an integer id")
+            })?),
+        };
+    let user = validate_user(q.user.as_deref().unwrap_or("guest"))?.to_owned();
+    Ok(Join { room, since, user })
+}
+
+fn serde_urlencoded_query(query: &str) -> Result<WsQuery, Rejection> {
+    axum::extract::Query::<WsQuery>::try_from_uri(
+        &format!("/?{query}")
+            .parse()
+            .map_err(|_| Rejection::new(ErrorCode::InvalidRoom, "malformed query string"))?,
+    )
+    .map(|q| q.0)
+    .map_err(|_| Rejection::new(ErrorCode::InvalidRoom, "malformed query string"))
+}
+
+/// Validates the WebSocket handshake and answers the `Sec-WebSocket-Accept` value.
+fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Rejection> {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        })
+    };
+    let upgrade = Rejection::new(
+        ErrorCode::UpgradeRequired,
+        "a WebSocket handshake is required here",
+    );
+    if method != Method::GET
+        || !has_token(header::CONNECTION, "upgrade")
+        || !has_token(header::UPGRADE, "websocket")
+    {
+        return Err(upgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Rejection::new(
+            ErrorCode::UpgradeRequired,
+            "only WebSocket version 13 is supported",
+        ));
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return Err(upgrade);
+    };
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WS_GUID.as_bytes());
+    let accept = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
+    HeaderValue::from_str(&accept).map_err(|_| upgrade)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_example() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        let v = handshake_key(&Method::GET, &h).unwrap();
+        assert_eq!(v, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    }
+
+    #[test]
+    fn join_query_is_validated() {
+        assert!(parse_join(Some("room=r1&since=5")).is_ok());
+        assert_eq!(
+            parse_join(Some("room=a%20b")).err().unwrap().code,
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(parse_join(None).err().unwrap().code, ErrorCode::InvalidRoom);
+        assert_eq!(
+            parse_join(Some("room=r&since=x")).err().unwrap().code,
+            ErrorCode::InvalidSince
+        );
+        assert_eq!(
+            parse_join(Some("room=r&user=")).err().unwrap().code,
+            ErrorCode::InvalidUser
+        );
+    }
+}

@@ -1,0 +1,13 @@
+//! danmaku: a live-stream bullet-comment server.
+//!
+//! Data flows one way, and each role is a top-level module:
+//! sender -> [`logic`] (validate, id, history) -> [`bus`] (ordered room log, presence) -> [`gateway`] (batch per
+//! window, encode once, fan out) -> viewer. [`protocol`] is the wire contract every role shares; [`server`] wires
+//! the roles into one process for `danmaku serve`.
+
+pub mod bus;
+pub mod config;
+pub mod gateway;
+pub mod logic;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,169 @@
+//! The HTTP API of the ingest side: post a comment, read a room's history, read a room's summary.
+//!
+//! Every refusal is a 4xx with `{"error":{"code","message"}}`, decided here rather than by the framework's
+//! default rejections, so clients always get the documented codes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::Logic;
+use crate::protocol::comment::Submission;
+use crate::protocol::messages::msgs_body;
+use crate::protocol::{ErrorCode, Rejection, RoomId};
+
+/// Default and largest page of the history API.
+const DEFAULT_LIMIT: usize = 100;
+
+pub fn routes(logic: Arc<Logic>) -> Router {
+    Router::new()
+        .route("/api/rooms/{room}/danmaku", get(history).post(post_comment))
+        .route("/api/rooms/{room}", get(room_info))
+        .with_state(logic)
+}
+
+/// A refusal as the documented JSON error body.
+pub fn reject(r: &Rejection) -> Response {
+    let status = StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    let body = serde_json::json!({"error": {"code": r.code.as_str(), "message": r.message}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn json_bytes(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomId, Rejection> {
+    match path {
+        Ok(Path(name)) => RoomId::parse(&name),
+        Err(_) => Err(Rejection::new(
+            ErrorCode::InvalidRoom,
+            "room name is not valid UTF-8",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct PostBody {
+    user: Option<String>,
+    text: String,
+    color: Option<String>,
+    mode: Option<String>,
+}
+
+async fn post_comment(
+    State(logic): State<Arc<Logic>>,
+    path: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
+    let room = match room_from(path) {
+        Ok(r) => r,
+        Err(r) => return reject(&r),
+    };
+    let limit = logic.args().max_message_bytes;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return reject(&Rejection::new(
+            ErrorCode::MessageTooLarge,
+            format!("request body is larger than {limit} bytes"),
+        ));
+    };
+    if std::str::from_utf8(&bytes).is_err() {
+        return reject(&Rejection::new(
+            ErrorCode::InvalidUtf8,
+            "request body is not valid UTF-8",
+        ));
+    }
+    let body: PostBody = match serde_json::from_slice(&bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            return reject(&Rejection::new(
+                ErrorCode::BadJson,
+                format!("body must be {{\"user\",\"text\",\"color\"?,\"mode\"?}}: {e}"),
+            ));
+        }
+    };
+    let sub = Submission {
+        user: body.user.as_deref().unwrap_or("guest"),
+        text: &body.text,
+        color: body.color.as_deref(),
+        mode: body.mode.as_deref(),
+    };
+    match logic.accept(&room, &sub).await {
+        Ok(id) => axum::Json(serde_json::json!({ "id": id })).into_response(),
+        Err(r) => reject(&r),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    since: Option<String>,
+    limit: Option<String>,
+}
+
+async fn history(
+    State(logic): State<Arc<Logic>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Response {
+    let room = match room_from(path) {
+        Ok(r) => r,
+        Err(r) => return reject(&r),
+    };
+    let Ok(Query(q)) = query else {
+        return reject(&Rejection::new(
+            ErrorCode::InvalidSince,
+            "malformed query string",
+        ));
+    };
+    let since = match q.since.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(_)) => {
+            return reject(&Rejection::new(
+                ErrorCode::InvalidSince,
+                "since must be an integer id",
+            ));
+        }
+    };
+    let max = logic.args().history;
+    let limit = match q.limit.as_deref().map(str::parse::<usize>) {
+        None => DEFAULT_LIMIT.min(max),
+        Some(Ok(n)) if n >= 1 => n.min(max),
+        Some(_) => {
+            return reject(&Rejection::new(
+                ErrorCode::InvalidLimit,
+                "limit must be a positive integer",
+            ));
+        }
+    };
+    let bus = logic.bus();
+    let entries = match since {
+        Some(since) => bus.replay(&room, since, u64::MAX, limit).await.entries,
+        None => bus.recent(&room, limit).await,
+    };
+    json_bytes(msgs_body(entries.iter().map(|e| &e.json)))
+}
+
+async fn room_info(
+    State(logic): State<Arc<Logic>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Response {
+    let room = match room_from(path) {
+        Ok(r) => r,
+        Err(r) => return reject(&r),
+    };
+    let bus = logic.bus();
+    let body = serde_json::json!({
+        "room": room.as_str(),
+        "online": bus.online(&room),
+        "last_id": bus.last_id(&room).await,
+    });
+    axum::Json(body).into_response()
+}

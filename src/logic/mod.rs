@@ -1,0 +1,68 @@
+//! The ingest side: takes comments from senders, validates them and appends them to the room's log on the bus,
+//! which numbers them, keeps them as history and publishes them to the gateways.
+
+pub mod http;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::bus::Bus;
+use crate::config::LogicArgs;
+use crate::protocol::comment::Submission;
+use crate::protocol::{Draft, Rejection, RoomId};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a gateway hands the comments its viewers send: the local [`Logic`] in `serve`, a remote one in a cluster.
+pub trait Ingest: Send + Sync + 'static {
+    /// Accepts a comment and answers its id, or says why it was refused.
+    fn submit<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sub: Submission<'a>,
+    ) -> BoxFuture<'a, Result<u64, Rejection>>;
+}
+
+pub struct Logic {
+    bus: Arc<Bus>,
+    args: LogicArgs,
+}
+
+impl Logic {
+    pub fn new(bus: Arc<Bus>, args: LogicArgs) -> Self {
+        Logic { bus, args }
+    }
+
+    pub fn args(&self) -> &LogicArgs {
+        &self.args
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Validates, numbers, stores and publishes one comment.
+    pub async fn accept(&self, room: &RoomId, sub: &Submission<'_>) -> Result<u64, Rejection> {
+        let draft = match Draft::validate(sub, self.args.max_chars) {
+            Ok(d) => d,
+            Err(r) => {
+                metrics::counter!("danmaku_rejected_total", "code" => r.code.as_str()).increment(1);
+                return Err(r);
+            }
+        };
+        let id = self.bus.append(room, |id, ts| draft.encode(id, ts)).await;
+        metrics::counter!("danmaku_comments_in_total").increment(1);
+        Ok(id)
+    }
+}
+
+impl Ingest for Logic {
+    fn submit<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sub: Submission<'a>,
+    ) -> BoxFuture<'a, Result<u64, Rejection>> {
+        Box::pin(async move { self.accept(room, &sub).await })
+    }
+}

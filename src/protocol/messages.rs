@@ -1,0 +1,234 @@
+//! The JSON messages of a viewer's WebSocket: what a viewer may send, and every frame the server builds.
+//!
+//! Server messages are turned straight into complete WebSocket frames, so whoever builds one can hand the same
+//! bytes to any number of sockets.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::ws_codec;
+use super::{ErrorCode, Rejection};
+
+/// The longest nonce echoed back; a client correlates its sends with it, nothing more.
+pub const MAX_NONCE_CHARS: usize = 64;
+
+/// A message from a viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientMsg {
+    Send(SendMsg),
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendMsg {
+    pub text: String,
+    pub color: Option<String>,
+    pub mode: Option<String>,
+    pub nonce: Option<String>,
+}
+
+/// A refused client message; `nonce` is echoed when the message carried a readable one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub nonce: Option<String>,
+    pub rejection: Rejection,
+}
+
+impl ClientMsg {
+    /// Parses one text frame. Unknown fields are ignored so clients may add their own.
+    pub fn parse(text: &[u8]) -> Result<ClientMsg, ClientError> {
+        let bad = |nonce: Option<String>, msg: &'static str| ClientError {
+            nonce,
+            rejection: Rejection::new(ErrorCode::BadJson, msg),
+        };
+        let mut obj: Map<String, Value> = match serde_json::from_slice(text) {
+            Ok(Value::Object(obj)) => obj,
+            Ok(_) => return Err(bad(None, "a message must be a JSON object")),
+            Err(_) => return Err(bad(None, "a message must be a JSON object")),
+        };
+        let nonce = match obj.remove("nonce") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.chars().count() <= MAX_NONCE_CHARS => Some(s),
+            Some(_) => return Err(bad(None, "nonce must be a string of at most 64 characters")),
+        };
+        let opt_str = |obj: &mut Map<String, Value>, key: &str| match obj.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(()),
+        };
+        match obj.get("type").and_then(Value::as_str) {
+            Some("ping") => Ok(ClientMsg::Ping),
+            Some("send") => {
+                let text = match opt_str(&mut obj, "text") {
+                    Ok(Some(t)) => t,
+                    _ => return Err(bad(nonce, "send needs a string field text")),
+                };
+                let Ok(color) = opt_str(&mut obj, "color") else {
+                    return Err(bad(nonce, "color must be a string"));
+                };
+                let Ok(mode) = opt_str(&mut obj, "mode") else {
+                    return Err(bad(nonce, "mode must be a string"));
+                };
+                Ok(ClientMsg::Send(SendMsg {
+                    text,
+                    color,
+                    mode,
+                    nonce,
+                }))
+            }
+            Some(_) => Err(ClientError {
+                nonce,
+                rejection: Rejection::new(ErrorCode::UnknownType, "type must be one of send, ping"),
+            }),
+            None => Err(bad(nonce, "a message needs a string field type")),
+        }
+    }
+}
+
+/// Every message the server sends a viewer, except batches (see [`batch_frame`]).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerMsg<'a> {
+    Hello {
+        room: &'a str,
+        online: u64,
+        last_id: u64,
+        recovered: bool,
+    },
+    Online {
+        count: u64,
+    },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nonce: Option<&'a str>,
+        id: u64,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        nonce: Option<&'a str>,
+        code: &'static str,
+        message: &'a str,
+    },
+    Pong,
+}
+
+impl ServerMsg<'_> {
+    /// The message as a complete WebSocket text frame.
+    pub fn frame(&self) -> Bytes {
+        // Only strings, integers and booleans: serialization cannot fail.
+        ws_codec::text_frame(&serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn error(nonce: Option<&str>, rejection: &Rejection) -> Bytes {
+        ServerMsg::Error {
+            nonce,
+            code: rejection.code.as_str(),
+            message: &rejection.message,
+        }
+        .frame()
+    }
+}
+
+/// One `batch` frame holding already-encoded comments, in the order given. The room name needs no escaping (see
+/// [`super::RoomId`]), so the frame is assembled from slices with a single copy of each comment.
+pub fn batch_frame<'a>(room: &str, msgs: impl ExactSizeIterator<Item = &'a Bytes>) -> Bytes {
+    let head = format!("{{\"type\":\"batch\",\"room\":\"{room}\",\"msgs\":[");
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(msgs.len() * 2 + 2);
+    parts.push(head.as_bytes());
+    for (i, m) in msgs.enumerate() {
+        if i > 0 {
+            parts.push(b",");
+        }
+        parts.push(m);
+    }
+    parts.push(b"]}");
+    ws_codec::text_frame_from_parts(&parts)
+}
+
+/// The JSON body `{"msgs":[...]}` of the history API, from already-encoded comments.
+pub fn msgs_body<'a>(msgs: impl Iterator<Item = &'a Bytes>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"msgs\":[");
+    for (i, m) in msgs.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(m);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(frame: &Bytes) -> serde_json::Value {
+        // Server frames here are short: 2-byte header, or 4 bytes past 125.
+        let start = if frame[1] == 126 { 4 } else { 2 };
+        serde_json::from_slice(&frame[start..]).unwrap()
+    }
+
+    #[test]
+    fn parses_send_and_ping() {
+        let m = ClientMsg::parse(br#"{"type":"send","text":"hi","mode":"top","nonce":"n1","x":1}"#);
+        assert_eq!(
+            m.unwrap(),
+            ClientMsg::Send(SendMsg {
+                text: "hi".into(),
+                color: None,
+                mode: Some("top".into()),
+                nonce: Some("n1".into())
+            })
+        );
+        assert_eq!(
+            ClientMsg::parse(br#"{"type":"ping"}"#).unwrap(),
+            ClientMsg::Ping
+        );
+    }
+
+    #[test]
+    fn classifies_errors_and_keeps_the_nonce() {
+        let e = ClientMsg::parse(b"{nope").unwrap_err();
+        assert_eq!(e.rejection.code, ErrorCode::BadJson);
+        let e = ClientMsg::parse(b"[1,2]").unwrap_err();
+        assert_eq!(e.rejection.code, ErrorCode::BadJson);
+        let e = ClientMsg::parse(br#"{"type":"jump","nonce":"n9"}"#).unwrap_err();
+        assert_eq!(e.rejection.code, ErrorCode::UnknownType);
+        assert_eq!(e.nonce.as_deref(), Some("n9"));
+        let e = ClientMsg::parse(br#"{"type":"send","text":5,"nonce":"n2"}"#).unwrap_err();
+        assert_eq!(e.rejection.code, ErrorCode::BadJson);
+        assert_eq!(e.nonce.as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn builds_documented_server_messages() {
+        let hello = ServerMsg::Hello {
+            room: "r1",
+            online: 12,
+            last_id: 41,
+            recovered: true,
+        };
+        assert_eq!(
+            payload(&hello.frame()),
+            serde_json::json!({"type":"hello","room":"r1","online":12,"last_id":41,"recovered":true})
+        );
+        let ack = ServerMsg::Ack { nonce: None, id: 3 };
+        assert_eq!(
+            payload(&ack.frame()),
+            serde_json::json!({"type":"ack","id":3})
+        );
+    }
+
+    #[test]
+    fn batch_frame_is_valid_json_in_order() {
+        let a = Bytes::from_static(br#"{"id":1}"#);
+        let b = Bytes::from_static(br#"{"id":2}"#);
+        let f = batch_frame("r1", [a, b].iter());
+        assert_eq!(
+            payload(&f),
+            serde_json::json!({"type":"batch","room":"r1","msgs":[{"id":1},{"id":2}]})
+        );
+    }
+}

@@ -1,0 +1,84 @@
+//! Liveness: the server pings a connection that has been silent for `--ping-secs`, closes
+//! it with 4000 when nothing at all arrives within `--idle-timeout-secs`, keeps a client
+//! that answers pings open, and answers the application-level `{"type":"ping"}` with
+//! `{"type":"pong"}`.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn silent_client_gets_ping_then_close_4000() {
+    let server = Server::start(&["--ping-secs", "1", "--idle-timeout-secs", "2"]).await;
+    let mut raw = RawWs::connect(server.addr, "/ws?room=idle").await;
+    let mut saw_ping = false;
+    loop {
+        let frame = raw
+            .read_frame()
+            .await
+            .expect("connection ended without a Close frame");
+        match frame.opcode {
+            OP_TEXT => continue, // hello / online
+            OP_PING => saw_ping = true,
+            OP_CLOSE => {
+                assert!(saw_ping, "a ping frame must come before the idle close");
+                assert_eq!(
+                    frame.close_code(),
+                    Some(4000),
+                    "idle client is closed with 4000: {frame:?}"
+                );
+                break;
+            }
+            other => panic!("unexpected opcode {other:#x}: {frame:?}"),
+        }
+    }
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn client_answering_pings_stays_connected() {
+    let server = Server::start(&["--ping-secs", "1", "--idle-timeout-secs", "2"]).await;
+    let (mut ws, _) = server.connect("alive").await;
+    // tokio-tungstenite answers every ping with a pong (flushed on the next read). Four
+    // server pings, each sent after >= 1 s of silence, span more than the 2 s idle
+    // timeout: a server that ignored pongs would have closed the connection meanwhile.
+    let mut pings = 0;
+    within("four server pings", async {
+        while pings < 4 {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(Message::Close(f))) => {
+                    panic!("closed after {pings} pings although pongs were sent: {f:?}")
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("error after {pings} pings: {e}"),
+                None => panic!("ended after {pings} pings"),
+            }
+        }
+    })
+    .await;
+    let id = ws_send_ok(&mut ws, "still alive", "p").await;
+    assert_eq!(id, 1);
+}
+
+#[tokio::test]
+async fn application_ping_gets_pong() {
+    let server = Server::start(&[]).await;
+    let (mut ws, _) = server.connect("pingpong").await;
+    for _ in 0..3 {
+        send_json(&mut ws, &json!({"type": "ping"})).await;
+        let reply = loop {
+            let v = next_json(&mut ws, false).await;
+            if v["type"] != "online" {
+                break v;
+            }
+        };
+        assert_eq!(
+            reply["type"], "pong",
+            "{{\"type\":\"ping\"}} is answered with pong: {reply}"
+        );
+    }
+}

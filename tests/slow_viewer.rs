@@ -1,0 +1,112 @@
+//! Slow viewers: a viewer that stops reading is closed with code 4008 once its outgoing
+//! queue exceeds `--queue-bytes` (counted in `danmaku_slow_viewer_closes_total`), while the
+//! other viewers of the room keep receiving every comment in order and the server keeps
+//! serving.
+
+mod common;
+
+use common::*;
+use futures_util::future::join_all;
+use tokio::net::TcpSocket;
+
+const MAX_POSTS: usize = 20_000;
+const PARALLEL: usize = 8;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_viewer_is_closed_with_4008_and_others_get_everything() {
+    let server = Server::start(&[
+        "--queue-bytes",
+        "65536",
+        "--close-timeout-secs",
+        "60",
+        "--batch-ms",
+        "0",
+    ])
+    .await;
+    let room = "slow";
+
+    // The slow viewer: tiny receive buffer, handshake, read the hello, then stop reading.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within("slow viewer TCP connect", socket.connect(server.addr))
+        .await
+        .unwrap();
+    let (mut slow, _) = within(
+        "slow viewer handshake",
+        tokio_tungstenite::client_async(
+            server.ws_url(&format!("room={room}&user=slowpoke")),
+            stream,
+        ),
+    )
+    .await
+    .unwrap();
+    let hello = next_json(&mut slow, false).await;
+    assert_eq!(hello["type"], "hello");
+
+    // Normal viewers read everything.
+    let mut readers = Vec::new();
+    for _ in 0..5 {
+        let (mut ws, _) = server.connect(room).await;
+        readers.push(tokio::spawn(async move {
+            recv_until_text(&mut ws, room, "END").await
+        }));
+    }
+
+    // ~100 chars of 3-byte UTF-8 each, to fill buffers quickly.
+    let filler: String = "弹".repeat(94);
+    let mut posted = 0;
+    let mut closed = false;
+    while posted < MAX_POSTS {
+        let posts = (0..PARALLEL).map(|i| {
+            let api = server.api();
+            let text = format!("{:06}{filler}", posted + i);
+            async move { api.post_comment(room, &text).await }
+        });
+        join_all(posts).await;
+        posted += PARALLEL;
+        if server
+            .metric("danmaku_slow_viewer_closes_total")
+            .await
+            .is_some_and(|v| v >= 1.0)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(
+        closed,
+        "danmaku_slow_viewer_closes_total never reached 1 after {posted} posts"
+    );
+    assert_eq!(
+        server.metric("danmaku_slow_viewer_closes_total").await,
+        Some(1.0),
+        "exactly one viewer (the stalled one) was closed for being slow"
+    );
+
+    let end = server.post_comment(room, "END").await;
+    assert_eq!(end, posted as u64 + 1);
+    let expected: Vec<u64> = (1..=end).collect();
+    for (i, r) in readers.into_iter().enumerate() {
+        let comments = within("normal viewer", r).await.unwrap();
+        assert_eq!(
+            ids(&comments),
+            expected,
+            "normal viewer {i} must receive every comment in order despite the slow one"
+        );
+    }
+
+    // Resume reading the slow viewer: after whatever was already in flight, a 4008 close.
+    let frame = read_until_close(&mut slow).await;
+    assert_eq!(
+        close_code(&frame),
+        Some(4008),
+        "slow viewer must be closed with 4008, got {frame:?}"
+    );
+
+    // The server still serves.
+    let (mut fresh, _) = server.connect(room).await;
+    let id = server.post_comment(room, "after").await;
+    let got = recv_comments(&mut fresh, 1).await;
+    assert_eq!(ids(&got), vec![id]);
+    server.assert_healthy().await;
+}
