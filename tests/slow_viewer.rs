@@ -83,6 +83,7 @@ async fn stalled_viewer_is_closed_with_4008_and_others_get_everything() {
         "exactly one viewer (the stalled one) was closed for being slow"
     );
 
+    eprintln!("DEBUG posted={posted}");
     let end = server.post_comment(room, "END").await;
     assert_eq!(end, posted as u64 + 1);
     let expected: Vec<u64> = (1..=end).collect();
