@@ -1,13 +1,15 @@
 //! Liveness: the server pings a connection that has been silent for `--ping-secs`, closes
 //! it with 4000 when nothing at all arrives within `--idle-timeout-secs`, keeps a client
-//! that answers pings open, and answers the application-level `{"type":"ping"}` with
-//! `{"type":"pong"}`.
+//! that answers pings open, answers the application-level `{"type":"ping"}` with
+//! `{"type":"pong"}`, and drops a client that stalls in the HTTP handshake after
+//! `--handshake-timeout-secs`.
 
 mod common;
 
 use common::*;
 use futures_util::StreamExt;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -81,4 +83,24 @@ async fn application_ping_gets_pong() {
             "{{\"type\":\"ping\"}} is answered with pong: {reply}"
         );
     }
+}
+
+#[tokio::test]
+async fn stalled_handshake_is_dropped_after_handshake_timeout() {
+    // 1 s here, far below both the harness bound (30 s) and any library default, so only
+    // the flag can close this connection in time.
+    let server = Server::start(&["--handshake-timeout-secs", "1"]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws?room=stall HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // Whatever the server answers (maybe nothing, maybe a 408), it must end the connection.
+    let read = tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection stalled in the handshake was still open after {TIMEOUT:?}"
+    );
+    server.assert_healthy().await;
 }

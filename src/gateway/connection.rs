@@ -32,7 +32,9 @@ pub struct Join {
 
 enum Step {
     Continue,
-    /// Our close frame is out (or the socket failed): finish.
+    /// Our close frame is written: wait briefly for the viewer's answer, then finish.
+    Linger,
+    /// Finish now.
     End,
 }
 
@@ -53,8 +55,9 @@ pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes
         decoder: Decoder::new(gw.max_message_bytes),
         last_rx: Instant::now(),
         pinged: false,
+        client_closed: false,
     };
-    if !early.is_empty() && matches!(conn.on_early(&early).await, Step::End) {
+    if !early.is_empty() && !matches!(conn.on_early(&early).await, Step::Continue) {
         return finish(&gw, &viewer, &join.room);
     }
     conn.serve().await;
@@ -105,6 +108,8 @@ struct Conn<'a> {
     decoder: Decoder,
     last_rx: Instant,
     pinged: bool,
+    /// The viewer sent a close frame: ours only answers it.
+    client_closed: bool,
 }
 
 impl Conn<'_> {
@@ -114,6 +119,8 @@ impl Conn<'_> {
         let timer = tokio::time::sleep(ping);
         tokio::pin!(timer);
         let mut pending = false;
+        // Once a close frame is queued, the viewer has `--close-timeout-secs` to take it.
+        let mut closing = false;
         loop {
             let step = tokio::select! {
                 _ = self.viewer.wake.notified() => self.drain(&mut pending),
@@ -121,31 +128,39 @@ impl Conn<'_> {
                     Ok(()) => self.drain(&mut pending),
                     Err(_) => Step::End,
                 },
-                r = self.viewer.stream.readable() => match r {
+                r = self.viewer.stream.readable(), if !closing => match r {
                     Ok(()) => self.read().await,
                     Err(_) => Step::End,
                 },
                 _ = &mut timer => {
                     let silent = self.last_rx.elapsed();
-                    if silent >= idle {
+                    if closing {
+                        Step::End
+                    } else if silent >= idle {
                         self.viewer.close(close::HEARTBEAT_TIMEOUT);
-                        timer.as_mut().reset(Instant::now() + self.gw.close_timeout());
+                        Step::Continue
                     } else if silent >= ping && !self.pinged {
                         self.pinged = true;
                         self.viewer.push(&ws_codec::ping_frame(b""), 0);
                         timer.as_mut().reset(self.last_rx + idle);
+                        Step::Continue
                     } else {
                         let next = if self.pinged { idle } else { ping };
                         timer.as_mut().reset(self.last_rx + next);
+                        Step::Continue
                     }
-                    Step::Continue
                 }
             };
-            if matches!(step, Step::End) {
-                break;
+            match step {
+                Step::Continue => {}
+                Step::End => return,
+                Step::Linger => return self.linger().await,
+            }
+            if !closing && self.viewer.is_closing() {
+                closing = true;
+                timer.as_mut().reset(Instant::now() + self.gw.close_timeout());
             }
         }
-        self.linger().await;
     }
 
     fn drain(&self, pending: &mut bool) -> Step {
@@ -158,17 +173,42 @@ impl Conn<'_> {
                 *pending = true;
                 Step::Continue
             }
-            Drain::Closed | Drain::Failed => Step::End,
+            // The viewer already sent its close: ours was the answer, the handshake is complete.
+            Drain::Closed if self.client_closed => Step::End,
+            Drain::Closed => Step::Linger,
+            Drain::Failed => Step::End,
         }
     }
 
-    /// After our close frame: give the viewer a moment to answer it, so it reads the close before the socket goes.
+    /// Our close frame is written: wait (bounded) for the viewer's close answer, then drop the socket, which
+    /// RFC 6455 leaves to the server once both closes are exchanged.
     async fn linger(&mut self) {
         let deadline = Instant::now() + self.gw.close_timeout();
         loop {
             let readable = tokio::time::timeout_at(deadline, self.viewer.stream.readable()).await;
-            if !matches!(readable, Ok(Ok(()))) || !discard_input(&self.viewer.stream) {
+            if !matches!(readable, Ok(Ok(()))) || !self.await_close_answer() {
                 return;
+            }
+        }
+    }
+
+    /// Reads what the socket has; false once the viewer's close arrived, the peer left, or it broke the protocol.
+    fn await_close_answer(&mut self) -> bool {
+        let mut buf = [0u8; 1024];
+        let mut events = Vec::new();
+        loop {
+            match self.viewer.stream.try_read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    if self.decoder.feed(&buf[..n], &mut events).is_err()
+                        || events.iter().any(|e| matches!(e, Event::Close(..)))
+                    {
+                        return false;
+                    }
+                    events.clear();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
             }
         }
     }
@@ -177,8 +217,8 @@ impl Conn<'_> {
         let mut events = Vec::new();
         let outcome = self.read_events(&mut events);
         for event in events {
-            if let Step::End = self.on_event(event).await {
-                return Step::End;
+            if let step @ (Step::End | Step::Linger) = self.on_event(event).await {
+                return step;
             }
         }
         match outcome {
@@ -223,8 +263,8 @@ impl Conn<'_> {
         let mut events = Vec::new();
         let result = self.decoder.feed(bytes, &mut events);
         for event in events {
-            if let Step::End = self.on_event(event).await {
-                return Step::End;
+            if let step @ (Step::End | Step::Linger) = self.on_event(event).await {
+                return step;
             }
         }
         if result.is_err() {
@@ -267,6 +307,7 @@ impl Conn<'_> {
             Event::Pong(_) => return Step::Continue,
             Event::Close(code, _) => {
                 // Echo the client's code, as RFC 6455 asks; the connection ends once it is written.
+                self.client_closed = true;
                 self.viewer.close(code.unwrap_or(close::NORMAL));
                 return Step::Continue;
             }
@@ -290,15 +331,3 @@ impl Gateway {
     }
 }
 
-/// Reads and drops what the socket has; false once the peer is gone.
-fn discard_input(stream: &tokio::net::TcpStream) -> bool {
-    let mut buf = [0u8; 1024];
-    loop {
-        match stream.try_read(&mut buf) {
-            Ok(0) => return false,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(_) => return false,
-        }
-    }
-}

@@ -167,7 +167,7 @@ impl ServerBuilder {
         );
 
         let extra_stdout = Arc::new(Mutex::new(Vec::new()));
-        {
+        let stdout_task = {
             let extra = extra_stdout.clone();
             tokio::spawn(async move {
                 let mut line = Vec::new();
@@ -181,14 +181,15 @@ impl ServerBuilder {
                             .push(String::from_utf8_lossy(&line).into_owned()),
                     }
                 }
-            });
-        }
+            })
+        };
 
         Server {
             api: Api::new(addr),
             child,
             stderr: stderr_buf,
             extra_stdout,
+            stdout_task: Some(stdout_task),
         }
     }
 }
@@ -199,6 +200,7 @@ pub struct Server {
     child: Child,
     stderr: Arc<Mutex<String>>,
     extra_stdout: Arc<Mutex<Vec<String>>>,
+    stdout_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Deref for Server {
@@ -231,7 +233,12 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    pub fn extra_stdout(&self) -> Vec<String> {
+    /// Stdout lines printed after the listen line. Call after the process exited: waits
+    /// for stdout to reach its end so that nothing is missed.
+    pub async fn stdout_after_listen_line(&mut self) -> Vec<String> {
+        if let Some(task) = self.stdout_task.take() {
+            within("end of server stdout", task).await.unwrap();
+        }
         self.extra_stdout.lock().unwrap().clone()
     }
 
@@ -536,6 +543,14 @@ pub fn batch_msgs(batch: &Value) -> Vec<Value> {
     batch["msgs"].as_array().cloned().unwrap_or_default()
 }
 
+/// Ids of the comments received until at least `n` arrived (see [`recv_comments`]).
+pub async fn recv_ids<S>(ws: &mut WebSocketStream<S>, n: usize) -> Vec<u64>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    ids(&recv_comments(ws, n).await)
+}
+
 /// Read batch frames until at least `n` comments were received; returns them all.
 pub async fn recv_comments<S>(ws: &mut WebSocketStream<S>, n: usize) -> Vec<Value>
 where
@@ -648,14 +663,13 @@ where
         .unwrap_or_else(|| panic!("ack without numeric id: {reply}"))
 }
 
-/// Read (skipping everything else) until a Close frame; returns it (None inside means a
-/// close frame without a code). Afterwards keeps polling briefly so that tungstenite's
-/// close reply gets flushed. Panics if the stream ends without a Close frame.
-pub async fn read_until_close<S>(ws: &mut WebSocketStream<S>) -> Option<CloseFrame>
+/// Read (skipping everything else) until a Close frame and return it (None inside means a
+/// close frame without a code). Panics if the stream ends without a Close frame.
+pub async fn read_close_frame<S>(ws: &mut WebSocketStream<S>) -> Option<CloseFrame>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let frame = within("a Close frame", async {
+    within("a Close frame", async {
         loop {
             match ws.next().await {
                 None => panic!("WebSocket ended without a Close frame"),
@@ -665,12 +679,28 @@ where
             }
         }
     })
-    .await;
-    // Flush our close reply and let the server finish the close handshake.
+    .await
+}
+
+/// Keep polling (briefly) so that tungstenite flushes its close reply and the server can
+/// finish the close handshake. Never fails.
+pub async fn drain<S>(ws: &mut WebSocketStream<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await;
+}
+
+/// [`read_close_frame`] followed by [`drain`].
+pub async fn read_until_close<S>(ws: &mut WebSocketStream<S>) -> Option<CloseFrame>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = read_close_frame(ws).await;
+    drain(ws).await;
     frame
 }
 
@@ -798,6 +828,30 @@ impl RawWs {
             }
         })
         .await
+    }
+
+    /// Assert that the peer closes the TCP connection (no further frame) within
+    /// [`TIMEOUT`]; `what` explains the expectation in the failure message.
+    pub async fn expect_eof(&mut self, what: &str) {
+        let next = tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if let Some((frame, used)) = parse_frame(&self.buf) {
+                    self.buf.drain(..used);
+                    return Some(frame);
+                }
+                let mut chunk = [0u8; 8192];
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        match next {
+            Err(_) => panic!("{what}: the connection was still open after {TIMEOUT:?}"),
+            Ok(Some(frame)) => panic!("{what}: got another frame instead: {frame:?}"),
+            Ok(None) => {}
+        }
     }
 
     /// Skip frames until a Close frame; panics on end of stream.
