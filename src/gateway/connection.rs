@@ -158,7 +158,9 @@ impl Conn<'_> {
             }
             if !closing && self.viewer.is_closing() {
                 closing = true;
-                timer.as_mut().reset(Instant::now() + self.gw.close_timeout());
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + self.gw.close_timeout());
             }
         }
     }
@@ -330,4 +332,3 @@ impl Gateway {
         Duration::from_secs(self.args.close_timeout_secs)
     }
 }
-

@@ -1028,17 +1028,7 @@ mod tests {
             err_of(&client_frame(true, OP_CLOSE, &[0x03], KEY)),
             ProtocolError::BadClosePayload
         );
-        for code in [
-            0u16,
-            999,
-            1004,
-            1005,
-            1006,
-            1015,
-            2999,
-            5000,
-            u16::MAX,
-        ] {
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 2999, 5000, u16::MAX] {
             assert_eq!(
                 err_of(&client_frame(
                     true,
