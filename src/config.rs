@@ -56,6 +56,10 @@ pub struct LogicArgs {
     #[arg(long, env = "DANMAKU_HISTORY", default_value_t = 1000)]
     pub history: usize,
 
+    /// Rooms whose history is kept; past it, the least recently used room without viewers is forgotten.
+    #[arg(long, env = "DANMAKU_MAX_ROOMS", default_value_t = 10_000)]
+    pub max_rooms: usize,
+
     /// Longest comment text, in characters after trimming.
     #[arg(long, env = "DANMAKU_MAX_CHARS", default_value_t = 100)]
     pub max_chars: usize,

@@ -24,11 +24,19 @@ pub struct LocalBus {
     shards: Box<[Shard]>,
     hasher: RandomState,
     history: usize,
+    /// Room logs one shard may hold; past it, the least recently used room without viewers is forgotten.
+    rooms_per_shard: usize,
 }
+
+/// Every room log is in use: a new room cannot be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full;
 
 #[derive(Default)]
 struct RoomLog {
     last_id: u64,
+    /// Bumped on every append: the eviction order.
+    last_used: u64,
     ring: VecDeque<Entry>,
     /// Present only while some gateway subscribes, so rooms without viewers cost no feed buffer.
     feed: Option<broadcast::Sender<Entry>>,
@@ -40,11 +48,12 @@ pub struct LocalSubscription {
 }
 
 impl LocalBus {
-    pub fn new(history: usize) -> Self {
+    pub fn new(history: usize, max_rooms: usize) -> Self {
         LocalBus {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             history: history.max(1),
+            rooms_per_shard: max_rooms.div_ceil(SHARDS).max(1),
         }
     }
 
@@ -53,24 +62,58 @@ impl LocalBus {
         &self.shards[i]
     }
 
-    fn log(&self, room: &RoomId) -> Arc<Mutex<RoomLog>> {
+    /// The log of a room that has viewers, created if needed: always granted, since viewers are bounded by
+    /// connections.
+    fn watched_log(&self, room: &RoomId) -> Arc<Mutex<RoomLog>> {
         let mut shard = self.shard(room).lock();
         shard.entry(room.clone()).or_default().clone()
+    }
+
+    /// The log a comment goes to. A new room needs a free place, made if need be by forgetting the least
+    /// recently used room that nobody watches.
+    fn log_for_append(&self, room: &RoomId) -> Result<Arc<Mutex<RoomLog>>, Full> {
+        let mut shard = self.shard(room).lock();
+        if let Some(log) = shard.get(room) {
+            return Ok(log.clone());
+        }
+        if shard.len() >= self.rooms_per_shard {
+            let victim = shard
+                .iter()
+                .filter_map(|(name, log)| {
+                    let log = log.lock();
+                    (log.feed.is_none() && log.online == 0).then_some((log.last_used, name))
+                })
+                .min()
+                .map(|(_, name)| name.clone());
+            match victim {
+                Some(name) => {
+                    shard.remove(&name);
+                }
+                None => return Err(Full),
+            }
+        }
+        Ok(shard.entry(room.clone()).or_default().clone())
     }
 
     fn existing(&self, room: &RoomId) -> Option<Arc<Mutex<RoomLog>>> {
         self.shard(room).lock().get(room).cloned()
     }
 
-    pub fn append(&self, room: &RoomId, encode: impl FnOnce(u64, u64) -> Bytes) -> u64 {
-        let log = self.log(room);
+    pub fn append(
+        &self,
+        room: &RoomId,
+        encode: impl FnOnce(u64, u64) -> Bytes,
+    ) -> Result<u64, Full> {
+        let log = self.log_for_append(room)?;
         let mut log = log.lock();
         let id = log.last_id + 1;
+        let ts = now_ms();
         let entry = Entry {
             id,
-            json: encode(id, now_ms()),
+            json: encode(id, ts),
         };
         log.last_id = id;
+        log.last_used = ts;
         if log.ring.len() == self.history {
             log.ring.pop_front();
         }
@@ -81,11 +124,11 @@ impl LocalBus {
             // Every subscriber left: free the feed's buffer.
             log.feed = None;
         }
-        id
+        Ok(id)
     }
 
     pub fn subscribe(&self, room: &RoomId) -> (LocalSubscription, u64) {
-        let log = self.log(room);
+        let log = self.watched_log(room);
         let mut log = log.lock();
         let rx = match &log.feed {
             Some(tx) => tx.subscribe(),
@@ -145,7 +188,7 @@ impl LocalBus {
     }
 
     pub fn add_viewers(&self, room: &RoomId, delta: i64) {
-        let log = self.log(room);
+        let log = self.watched_log(room);
         let mut log = log.lock();
         log.online = log.online.saturating_add_signed(delta);
     }
@@ -181,23 +224,23 @@ mod tests {
 
     fn append_n(bus: &LocalBus, r: &RoomId, n: usize) {
         for _ in 0..n {
-            bus.append(r, |id, _| Bytes::from(id.to_string()));
+            bus.append(r, |id, _| Bytes::from(id.to_string())).unwrap();
         }
     }
 
     #[test]
     fn ids_are_per_room_and_contiguous() {
-        let bus = LocalBus::new(10);
+        let bus = LocalBus::new(10, 1000);
         let (a, b) = (room("a"), room("b"));
-        assert_eq!(bus.append(&a, |_, _| Bytes::new()), 1);
-        assert_eq!(bus.append(&a, |_, _| Bytes::new()), 2);
-        assert_eq!(bus.append(&b, |_, _| Bytes::new()), 1);
+        assert_eq!(bus.append(&a, |_, _| Bytes::new()), Ok(1));
+        assert_eq!(bus.append(&a, |_, _| Bytes::new()), Ok(2));
+        assert_eq!(bus.append(&b, |_, _| Bytes::new()), Ok(1));
         assert_eq!(bus.last_id(&a), 2);
     }
 
     #[test]
     fn replay_is_exact_and_reports_loss() {
-        let bus = LocalBus::new(10);
+        let bus = LocalBus::new(10, 1000);
         let r = room("r");
         append_n(&bus, &r, 25);
         let ids = |rep: &Replay| rep.entries.iter().map(|e| e.id).collect::<Vec<_>>();
@@ -220,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn subscribers_get_everything_after_the_returned_id() {
-        let bus = LocalBus::new(10);
+        let bus = LocalBus::new(10, 1000);
         let r = room("r");
         append_n(&bus, &r, 3);
         let (mut sub, last) = bus.subscribe(&r);
@@ -235,8 +278,31 @@ mod tests {
     }
 
     #[test]
+    fn room_count_is_bounded_and_watched_rooms_are_kept() {
+        // One room per shard.
+        let bus = LocalBus::new(10, 1);
+        let rooms: Vec<RoomId> = (0..200).map(|i| room(&format!("r{i}"))).collect();
+        let watched = &rooms[0];
+        bus.add_viewers(watched, 1);
+        append_n(&bus, watched, 2);
+        let mut refused = 0;
+        for r in &rooms[1..] {
+            if bus.append(r, |_, _| Bytes::new()).is_err() {
+                refused += 1;
+            }
+        }
+        let total: usize = bus.shards.iter().map(|s| s.lock().len()).sum();
+        assert!(total <= SHARDS, "{total} logs kept");
+        assert!(
+            refused > 0,
+            "rooms sharing the watched room's shard are refused"
+        );
+        assert_eq!(bus.last_id(watched), 2, "a watched room is never forgotten");
+    }
+
+    #[test]
     fn presence_counts() {
-        let bus = LocalBus::new(10);
+        let bus = LocalBus::new(10, 1000);
         let r = room("r");
         bus.add_viewers(&r, 3);
         bus.add_viewers(&r, -1);

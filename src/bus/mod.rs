@@ -7,6 +7,8 @@
 
 pub mod local;
 
+pub use local::Full;
+
 use bytes::Bytes;
 
 use crate::protocol::RoomId;
@@ -48,13 +50,18 @@ pub enum Subscription {
 }
 
 impl Bus {
-    pub fn local(history: usize) -> Self {
-        Bus::Local(local::LocalBus::new(history))
+    pub fn local(history: usize, max_rooms: usize) -> Self {
+        Bus::Local(local::LocalBus::new(history, max_rooms))
     }
 
     /// Numbers a comment, stores it in the room's history and publishes it, atomically: ids are strictly
     /// increasing per room and the feed carries them in order. `encode` receives the id and the accept time.
-    pub async fn append(&self, room: &RoomId, encode: impl FnOnce(u64, u64) -> Bytes) -> u64 {
+    /// Fails when the room is new and the bus holds as many rooms as it may.
+    pub async fn append(
+        &self,
+        room: &RoomId,
+        encode: impl FnOnce(u64, u64) -> Bytes,
+    ) -> Result<u64, Full> {
         match self {
             Bus::Local(b) => b.append(room, encode),
         }

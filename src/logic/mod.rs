@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::bus::Bus;
 use crate::config::LogicArgs;
 use crate::protocol::comment::Submission;
-use crate::protocol::{Draft, Rejection, RoomId};
+use crate::protocol::{Draft, ErrorCode, Rejection, RoomId};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -51,7 +51,14 @@ impl Logic {
                 return Err(r);
             }
         };
-        let id = self.bus.append(room, |id, ts| draft.encode(id, ts)).await;
+        let Ok(id) = self.bus.append(room, |id, ts| draft.encode(id, ts)).await else {
+            metrics::counter!("danmaku_rejected_total", "code" => ErrorCode::Unavailable.as_str())
+                .increment(1);
+            return Err(Rejection::new(
+                ErrorCode::Unavailable,
+                "the server holds as many rooms as it may (--max-rooms); try again later",
+            ));
+        };
         metrics::counter!("danmaku_comments_in_total").increment(1);
         Ok(id)
     }

@@ -31,7 +31,7 @@ pub async fn serve(args: ServeArgs) -> std::io::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let prometheus = metrics::install();
-    let bus = Arc::new(Bus::local(args.logic.history));
+    let bus = Arc::new(Bus::local(args.logic.history, args.logic.max_rooms));
     let logic = Arc::new(Logic::new(bus.clone(), args.logic.clone()));
     let tasks = TaskTracker::new();
     let gateway = Arc::new(Gateway::new(
