@@ -26,6 +26,11 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process: viewer WebSocket, HTTP API, in-process bus and history.
     Serve(ServeArgs),
+    /// Load a server: viewers over rooms, comments at a steady rate; reports loss, latency, CPU and memory.
+    Bench(Box<crate::bench::BenchArgs>),
+    /// A worker process of `danmaku bench`, started by it.
+    #[command(name = "bench-worker", hide = true)]
+    BenchWorker(crate::bench::WorkerArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -192,6 +197,7 @@ mod tests {
     fn serve(cli: Cli) -> ServeArgs {
         match cli.command {
             Command::Serve(s) => s,
+            other => panic!("not serve: {other:?}"),
         }
     }
 

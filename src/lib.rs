@@ -5,6 +5,7 @@
 //! window, encode once, fan out) -> viewer. [`protocol`] is the wire contract every role shares; [`server`] wires
 //! the roles into one process for `danmaku serve`.
 
+pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod gateway;

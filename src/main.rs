@@ -16,6 +16,12 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The bench builds its own runtimes (one single-threaded runtime per worker process).
+    let command = match cli.command {
+        Command::Bench(args) => return danmaku::bench::run(*args),
+        Command::BenchWorker(args) => return danmaku::bench::run_worker(args),
+        command => command,
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -24,8 +30,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => danmaku::server::serve(args).await,
+            Command::Bench(_) | Command::BenchWorker(_) => Ok(()),
         }
     });
     match result {

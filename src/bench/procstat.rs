@@ -1,0 +1,116 @@
+//! What the kernel knows about a process, read from /proc: CPU time (for % of a core and CPU per delivery) and
+//! resident memory (now and peak), for the server under test and the bench's own processes; and the bench's
+//! open-files limit, which it raises to the hard limit before opening thousands of sockets.
+
+use std::io;
+
+/// CPU seconds (user + system) and memory of one process at one instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    pub cpu_secs: f64,
+    pub rss_kb: u64,
+    pub hwm_kb: u64,
+}
+
+/// Reads `/proc/PID/stat` and `/proc/PID/status`; `None` when the process is gone or unreadable.
+pub fn sample(pid: u32) -> Option<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ticks = parse_stat_ticks(&stat)?;
+    Some(Sample {
+        cpu_secs: ticks as f64 / clock_ticks_per_sec(),
+        rss_kb: status_kb(&status, "VmRSS:").unwrap_or(0),
+        hwm_kb: status_kb(&status, "VmHWM:").unwrap_or(0),
+    })
+}
+
+/// utime + stime, in clock ticks, from the text of `/proc/PID/stat`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // The command name is in parentheses and may hold spaces and ')': fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After ')': state(3) ppid(4) ... utime is field 14, stime 15 of the full line.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `Name:   1234 kB` line of `/proc/PID/status`.
+pub fn status_kb(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .split_ascii_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// The open-files limit before and after raising it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoFile {
+    pub before: u64,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one.
+pub fn raise_nofile() -> io::Result<NoFile> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit with cur <= max.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(NoFile {
+        before,
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_even_with_odd_names() {
+        let stat = "4242 (danmaku (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 150 25 0 0 20 0 9 0 \
+                    12345 1000000 500 18446744073709551615";
+        assert_eq!(parse_stat_ticks(stat), Some(175));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        assert_eq!(parse_stat_ticks("1 (a) S 1"), None);
+    }
+
+    #[test]
+    fn parses_status_memory() {
+        let status = "Name:\tdanmaku\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\nThreads:\t3\n";
+        assert_eq!(status_kb(status, "VmRSS:"), Some(102_400));
+        assert_eq!(status_kb(status, "VmHWM:"), Some(204_800));
+        assert_eq!(status_kb(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn samples_this_process() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_kb > 0 && s.hwm_kb >= s.rss_kb);
+        assert!(s.cpu_secs >= 0.0);
+        let lim = raise_nofile().unwrap();
+        assert_eq!(lim.soft, lim.hard);
+    }
+}
