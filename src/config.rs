@@ -105,7 +105,7 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_CLOSE_TIMEOUT_SECS", default_value_t = 5)]
     pub close_timeout_secs: u64,
 
-    /// Member shards per room; each shard's fan-out runs as its own task. 0 = one per core.
+    /// Fan-out threads, and member shards per room (shard i is written by thread i). 0 = one per core.
     #[arg(long, env = "DANMAKU_FANOUT_SHARDS", default_value_t = 0)]
     pub fanout_shards: usize,
 }

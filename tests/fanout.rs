@@ -201,3 +201,28 @@ async fn viewers_only_receive_their_own_rooms_comments() {
     assert_eq!(msgs[0]["text"], "for-a-2");
     assert_eq!(msgs[0]["id"], 2);
 }
+
+/// A room big enough to be fanned out by the fan-out threads (more than 256 members, over
+/// two shards) still delivers every comment once and in order to every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_room_fanned_out_by_threads_delivers_everything_in_order() {
+    const MEMBERS: usize = 300;
+    const COMMENTS: usize = 50;
+    let server = Server::start(&["--batch-ms", "10", "--fanout-shards", "2"]).await;
+    let mut readers = Vec::new();
+    for _ in 0..MEMBERS {
+        let (mut ws, _) = server.connect("big").await;
+        readers.push(tokio::spawn(async move {
+            ids(&recv_until_text(&mut ws, "big", "END-big").await)
+        }));
+    }
+    server.wait_online("big", MEMBERS as u64).await;
+    for i in 0..COMMENTS {
+        server.post_comment("big", &format!("c{i}")).await;
+    }
+    server.post_comment("big", "END-big").await;
+    let want: Vec<u64> = (1..=COMMENTS as u64 + 1).collect();
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), want);
+    }
+}

@@ -80,8 +80,8 @@ pub fn validate(a: &BenchArgs) -> Result<(), String> {
     if a.rooms == 0 {
         return Err("--rooms must be at least 1".into());
     }
-    if !(a.rate.is_finite() && a.rate > 0.0) {
-        return Err("--rate must be a positive number of comments a second".into());
+    if !(a.rate.is_finite() && a.rate >= 0.0) {
+        return Err("--rate must be a number of comments a second (0: idle viewers only)".into());
     }
     if !(a.duration.is_finite() && a.duration > 0.0) {
         return Err("--duration must be a positive number of seconds".into());
@@ -754,7 +754,7 @@ mod tests {
         assert_eq!(drain_secs(&args(&["--batch-hint", "1000"])), 3.0);
         for bad in [
             &["--rooms", "0"][..],
-            &["--rate", "0"],
+            &["--rate=-1"],
             &["--duration=-1"],
             &["--latency-sample", "1.5"],
             &["--room-prefix", "a b"],
@@ -765,6 +765,10 @@ mod tests {
             assert!(validate(&args(bad)).is_err(), "{bad:?}");
         }
         assert!(validate(&args(&["--room-prefix", &"x".repeat(63)])).is_ok());
+        assert!(
+            validate(&args(&["--rate", "0"])).is_ok(),
+            "idle viewers only"
+        );
         assert!(validate(&args(&["--url", "http://127.0.0.1:8080"])).is_err());
     }
 }

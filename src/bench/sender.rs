@@ -285,6 +285,9 @@ struct Schedule {
 impl Schedule {
     /// The due time of comment `k`, or `None` once it is at or past the end.
     fn due(&self, k: u64) -> Option<Instant> {
+        if self.rate <= 0.0 {
+            return None;
+        }
         let at = self.start + Duration::from_secs_f64(k as f64 / self.rate);
         (at < self.end).then_some(at)
     }
@@ -390,7 +393,11 @@ async fn ws_lane(common: Arc<Common>, lane: WsLane, s: Schedule) -> Option<HttpC
         let stamp = scan::stamp(now_us());
         let text = match protocol {
             Protocol::V1 => format!(r#"{{"type":"send","text":"{stamp}"}}"#),
-            Protocol::Plain => format!(r#"{{"id":{number},"text":"{stamp}"}}"#),
+            // The same shape and size as a v1 comment, so peers carry as many bytes per delivery as danmaku.
+            Protocol::Plain => format!(
+                r##"{{"id":{number},"user":"bench","text":"{stamp}","color":"#ffffff","mode":"scroll","ts":{}}}"##,
+                now_us() / 1000
+            ),
         };
         frame.clear();
         wire::push_masked(&mut frame, wire::OP_TEXT, text.as_bytes(), MASK);

@@ -45,7 +45,8 @@ pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes
         viewer.close(close::GOING_AWAY);
     }
     let delivered = room.delivered().await;
-    let first = greeting(&gw, &join, delivered).await;
+    // Boxed, like every rarely taken await here, so its state is not part of the connection's resident size.
+    let first = Box::pin(greeting(&gw, &join, delivered)).await;
     viewer.release(first, delivered);
 
     let mut conn = Conn {
@@ -219,7 +220,7 @@ impl Conn<'_> {
         let mut events = Vec::new();
         let outcome = self.read_events(&mut events);
         for event in events {
-            if let step @ (Step::End | Step::Linger) = self.on_event(event).await {
+            if let step @ (Step::End | Step::Linger) = Box::pin(self.on_event(event)).await {
                 return step;
             }
         }
@@ -265,7 +266,7 @@ impl Conn<'_> {
         let mut events = Vec::new();
         let result = self.decoder.feed(bytes, &mut events);
         for event in events {
-            if let step @ (Step::End | Step::Linger) = self.on_event(event).await {
+            if let step @ (Step::End | Step::Linger) = Box::pin(self.on_event(event)).await {
                 return step;
             }
         }

@@ -2,6 +2,7 @@
 //! frame per window.
 
 pub mod connection;
+pub mod fanout;
 pub mod registry;
 pub mod room;
 pub mod upgrade;
@@ -20,6 +21,7 @@ use crate::bus::Bus;
 use crate::config::GatewayArgs;
 use crate::logic::Ingest;
 use crate::protocol::ws_codec::close;
+use fanout::FanoutPool;
 use registry::Registry;
 use room::BatchSettings;
 
@@ -42,17 +44,18 @@ impl Gateway {
         bus: Arc<Bus>,
         ingest: Arc<dyn Ingest>,
         tasks: TaskTracker,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let settings = BatchSettings {
             window: args.batch_window(),
             online_interval: Duration::from_millis(args.online_interval_ms.max(10)),
         };
-        let room_shards = match args.fanout_shards {
+        let threads = match args.fanout_shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         };
-        Gateway {
-            registry: Registry::new(bus.clone(), settings, room_shards, tasks.clone()),
+        let pool = Arc::new(FanoutPool::new(threads)?);
+        Ok(Gateway {
+            registry: Registry::new(bus.clone(), settings, pool, tasks.clone()),
             args,
             max_message_bytes,
             bus,
@@ -60,7 +63,7 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             tasks,
             stopping: AtomicBool::new(false),
-        }
+        })
     }
 
     pub fn routes(self: &Arc<Self>) -> Router {

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::fanout::FanoutPool;
 use super::room::{BatchSettings, Room};
 use super::viewer::Viewer;
 use crate::bus::Bus;
@@ -24,7 +25,7 @@ pub struct Registry {
     hasher: RandomState,
     bus: Arc<Bus>,
     settings: BatchSettings,
-    room_shards: usize,
+    pool: Arc<FanoutPool>,
     tasks: TaskTracker,
 }
 
@@ -38,7 +39,7 @@ impl Registry {
     pub fn new(
         bus: Arc<Bus>,
         settings: BatchSettings,
-        room_shards: usize,
+        pool: Arc<FanoutPool>,
         tasks: TaskTracker,
     ) -> Self {
         Registry {
@@ -46,7 +47,7 @@ impl Registry {
             hasher: RandomState::new(),
             bus,
             settings,
-            room_shards,
+            pool,
             tasks,
         }
     }
@@ -59,7 +60,7 @@ impl Registry {
     pub fn join(&self, id: &RoomId, viewer: &Arc<Viewer>) -> Arc<Room> {
         let mut shard = self.shard(id).lock();
         let slot = shard.entry(id.clone()).or_insert_with(|| {
-            let room = Arc::new(Room::new(id.clone(), self.room_shards));
+            let room = Arc::new(Room::new(id.clone(), self.pool.clone()));
             let stop = CancellationToken::new();
             self.tasks.spawn(
                 room.clone()

@@ -15,16 +15,19 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::fanout::FanoutPool;
 use super::viewer::Viewer;
 use crate::bus::{Bus, Entry, Feed};
 use crate::protocol::RoomId;
 use crate::protocol::messages::{ServerMsg, batch_frame};
 
-/// Below this many members a fan-out is done in the batcher's own task: spawning would cost more than writing.
+/// Up to this many members a fan-out is done in the batcher's own task: handing it to threads would cost more
+/// than writing.
 const INLINE_FANOUT: usize = 256;
 
 pub struct Room {
     pub id: RoomId,
+    pool: Arc<FanoutPool>,
     shards: Box<[Mutex<Vec<Arc<Viewer>>>]>,
     /// The last comment id fanned out (or, before the first batch, the room's last id when the feed started).
     delivered: AtomicU64,
@@ -40,10 +43,14 @@ pub struct BatchSettings {
 }
 
 impl Room {
-    pub fn new(id: RoomId, shards: usize) -> Self {
+    /// A room whose members are split in one shard per fan-out thread.
+    pub fn new(id: RoomId, pool: Arc<FanoutPool>) -> Self {
         Room {
             id,
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
+            shards: (0..pool.threads())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
+            pool,
             delivered: AtomicU64::new(0),
             members: AtomicUsize::new(0),
             ready: watch::Sender::new(false),
@@ -142,18 +149,9 @@ impl Room {
                 .map(|i| self.write_shard(i, frame, tag))
                 .sum()
         } else {
-            let jobs: Vec<_> = (0..self.shards.len())
-                .map(|i| {
-                    let room = self.clone();
-                    let frame = frame.clone();
-                    tokio::spawn(async move { room.write_shard(i, &frame, tag) })
-                })
-                .collect();
-            let mut total = 0;
-            for job in jobs {
-                total += job.await.unwrap_or(0);
-            }
-            total
+            self.pool
+                .write_all(self, self.shards.len(), frame, tag)
+                .await
         };
         metrics::counter!("danmaku_frames_out_total").increment(written as u64);
         metrics::counter!("danmaku_bytes_out_total").increment((written * frame.len()) as u64);
@@ -161,7 +159,8 @@ impl Room {
         written
     }
 
-    fn write_shard(&self, shard: usize, frame: &Bytes, tag: u64) -> usize {
+    /// Hands `frame` to one shard's members, from a snapshot taken under the shard's lock.
+    pub(super) fn write_shard(&self, shard: usize, frame: &Bytes, tag: u64) -> usize {
         let members = self.shards[shard].lock().clone();
         members.iter().filter(|v| v.push(frame, tag)).count()
     }

@@ -55,14 +55,13 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
             return tracing::error!("upgraded connection is not a TCP stream");
         };
-        // Copy, so hyper's read buffer is not kept alive by a slice of it.
-        let early = Bytes::copy_from_slice(&parts.read_buf);
+        // Copy, and drop hyper's read buffer now: a slice of it would keep its whole allocation alive for the
+        // life of the connection.
+        let hyper::upgrade::Parts { io, read_buf, .. } = parts;
+        let early = Bytes::copy_from_slice(&read_buf);
+        drop(read_buf);
         let id = task_gw.next_id.fetch_add(1, Ordering::Relaxed);
-        let viewer = Arc::new(Viewer::new(
-            id,
-            parts.io.into_inner(),
-            task_gw.args.queue_bytes,
-        ));
+        let viewer = Arc::new(Viewer::new(id, io.into_inner(), task_gw.args.queue_bytes));
         connection::run(task_gw, viewer, join, early).await;
     });
     let mut res = Response::new(Body::empty());

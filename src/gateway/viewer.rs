@@ -224,9 +224,8 @@ impl Viewer {
             ob.state = State::Closed;
             return Drain::Closed;
         }
-        if ob.queue.capacity() > 64 {
-            ob.queue = VecDeque::new();
-        }
+        // A backlog is over: give its memory back, so idle viewers hold none.
+        ob.queue = VecDeque::new();
         Drain::Idle
     }
 

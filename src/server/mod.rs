@@ -40,7 +40,7 @@ pub async fn serve(args: ServeArgs) -> std::io::Result<()> {
         bus,
         logic.clone(),
         tasks.clone(),
-    ));
+    )?);
     let app = gateway
         .routes()
         .merge(logic::http::routes(logic))
