@@ -5,6 +5,8 @@
 //! shard's lock and writes outside it. A room's batches are fanned out one after the other, so every viewer gets
 //! them in id order.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -114,7 +116,29 @@ impl Room {
         let mut online = tokio::time::interval(settings.online_interval);
         online.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_online = None;
+        // The fan-out under way. The batcher goes on reading the feed meanwhile, so a window starts when its first
+        // comment arrives, not when the previous fan-out ends; the next frame waits only for the writes.
+        let mut inflight: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        // The pending comments' window is over: they go out as soon as no fan-out is under way.
+        let mut due = false;
+        let mut online_due = None;
         loop {
+            if inflight.is_none() {
+                let next = if due {
+                    // With no window, each comment is its own frame: they queue here behind the fan-out.
+                    let frame = batcher.frame(if settings.window.is_zero() { 1 } else { usize::MAX });
+                    due = !batcher.pending.is_empty() && settings.window.is_zero();
+                    frame
+                } else {
+                    online_due.take().map(|count| (ServerMsg::Online { count }.frame(), 0))
+                };
+                if let Some((frame, tag)) = next {
+                    let room = batcher.room.clone();
+                    inflight = Some(Box::pin(async move {
+                        room.fanout(&frame, tag).await;
+                    }));
+                }
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
                 feed = feed.recv() => {
@@ -123,18 +147,22 @@ impl Room {
                         return;
                     }
                     if settings.window.is_zero() {
-                        batcher.flush().await;
+                        due = !batcher.pending.is_empty();
                     } else if was_empty && !batcher.pending.is_empty() {
                         deadline.as_mut().reset(Instant::now() + settings.window);
                     }
                 }
-                _ = &mut deadline, if !batcher.pending.is_empty() => batcher.flush().await,
+                _ = &mut deadline, if !due && !batcher.pending.is_empty() => due = true,
+                _ = async {
+                    if let Some(f) = inflight.as_mut() {
+                        f.await;
+                    }
+                }, if inflight.is_some() => inflight = None,
                 _ = online.tick() => {
                     let count = batcher.bus.online(&batcher.room.id);
                     if last_online != Some(count) {
                         last_online = Some(count);
-                        let frame = ServerMsg::Online { count }.frame();
-                        batcher.room.fanout(&frame, 0).await;
+                        online_due = Some(count);
                     }
                 }
             }
@@ -210,13 +238,14 @@ impl Batcher {
         self.last_seen = self.last_seen.max(upto);
     }
 
-    async fn flush(&mut self) {
-        let Some(last) = self.pending.last().map(|e| e.id) else {
-            return;
-        };
-        let frame = batch_frame(self.room.id.as_str(), self.pending.iter().map(|e| &e.json));
-        self.pending.clear();
+    /// The first `max` pending comments as one frame, tagged with the last id it carries; from now on that id counts as
+    /// delivered for viewers who join.
+    fn frame(&mut self, max: usize) -> Option<(Bytes, u64)> {
+        let n = self.pending.len().min(max);
+        let last = self.pending.get(n.checked_sub(1)?)?.id;
+        let frame = batch_frame(self.room.id.as_str(), self.pending[..n].iter().map(|e| &e.json));
+        self.pending.drain(..n);
         self.room.delivered.store(last, Ordering::SeqCst);
-        self.room.fanout(&frame, last).await;
+        Some((frame, last))
     }
 }
