@@ -105,6 +105,10 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_CLOSE_TIMEOUT_SECS", default_value_t = 5)]
     pub close_timeout_secs: u64,
 
+    /// Viewers this process admits; past it `/ws` answers 503. 0 = the open-files limit less 256 kept for the API.
+    #[arg(long, env = "DANMAKU_MAX_VIEWERS", default_value_t = 0)]
+    pub max_viewers: usize,
+
     /// Fan-out threads, and member shards per room (shard i is written by thread i). 0 = one per core.
     #[arg(long, env = "DANMAKU_FANOUT_SHARDS", default_value_t = 0)]
     pub fanout_shards: usize,
@@ -125,14 +129,17 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     let mut cmd = Cli::command();
     let config =
         config_path(&args).or_else(|| std::env::var_os("DANMAKU_CONFIG").map(PathBuf::from));
-    if let (Some(path), Some(sub)) = (config, subcommand_name(&args)) {
+    let sub = subcommand_name(&args);
+    let known: Vec<String> = sub
+        .as_deref()
+        .and_then(|name| cmd.find_subcommand(name))
+        .map(|s| s.get_arguments().map(|a| a.get_id().to_string()).collect())
+        .unwrap_or_default();
+    // Only subcommands with a `--config` flag read the file (so `bench` ignores a DANMAKU_CONFIG meant for a server).
+    if let (Some(path), Some(sub), true) = (config, sub, known.iter().any(|k| k == "config")) {
         let table = load_table(&path)
             .map_err(|msg| cmd.error(clap::error::ErrorKind::ValueValidation, msg))?;
         let mut unknown = Vec::new();
-        let known: Vec<String> = cmd
-            .find_subcommand(&sub)
-            .map(|s| s.get_arguments().map(|a| a.get_id().to_string()).collect())
-            .unwrap_or_default();
         for (key, value) in table {
             let id = key.replace('-', "_");
             if !known.contains(&id) || id == "config" {

@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bus;
 pub mod config;
+pub mod fdlimit;
 pub mod gateway;
 pub mod logic;
 pub mod protocol;

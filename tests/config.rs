@@ -108,3 +108,20 @@ async fn config_file_listen_and_batch_ms_are_applied() {
     );
     assert_unbatched(&server).await;
 }
+
+/// A config file is for the subcommands that take `--config`: `DANMAKU_CONFIG` set for a
+/// server does not break `danmaku bench` run from the same shell.
+#[test]
+fn danmaku_config_is_ignored_by_subcommands_without_config() {
+    let cfg = write_config("server-only.toml", "batch_ms = 5\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_danmaku"))
+        .args(["bench", "--help"])
+        .env("DANMAKU_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench must not read the server's config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

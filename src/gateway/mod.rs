@@ -9,7 +9,7 @@ pub mod upgrade;
 pub mod viewer;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -35,6 +35,8 @@ pub struct Gateway {
     tasks: TaskTracker,
     /// Set once shutdown began: a viewer that finishes its handshake after that is closed at once.
     stopping: AtomicBool,
+    /// Viewers admitted (handshake accepted, connection not yet ended), against `args.max_viewers`.
+    admitted: AtomicUsize,
 }
 
 impl Gateway {
@@ -63,6 +65,7 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             tasks,
             stopping: AtomicBool::new(false),
+            admitted: AtomicUsize::new(0),
         })
     }
 
@@ -91,5 +94,23 @@ impl Gateway {
 impl Gateway {
     fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Takes one of the `--max-viewers` places, or says the gateway is full.
+    fn admit(self: &Arc<Self>) -> Option<Admission> {
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.args.max_viewers {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Admission(self.clone()))
+    }
+}
+
+/// A viewer's place in the gateway, given back when its connection ends.
+struct Admission(Arc<Gateway>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
     }
 }

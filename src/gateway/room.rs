@@ -126,11 +126,17 @@ impl Room {
             if inflight.is_none() {
                 let next = if due {
                     // With no window, each comment is its own frame: they queue here behind the fan-out.
-                    let frame = batcher.frame(if settings.window.is_zero() { 1 } else { usize::MAX });
+                    let frame = batcher.frame(if settings.window.is_zero() {
+                        1
+                    } else {
+                        usize::MAX
+                    });
                     due = !batcher.pending.is_empty() && settings.window.is_zero();
                     frame
                 } else {
-                    online_due.take().map(|count| (ServerMsg::Online { count }.frame(), 0))
+                    online_due
+                        .take()
+                        .map(|count| (ServerMsg::Online { count }.frame(), 0))
                 };
                 if let Some((frame, tag)) = next {
                     let room = batcher.room.clone();
@@ -243,7 +249,10 @@ impl Batcher {
     fn frame(&mut self, max: usize) -> Option<(Bytes, u64)> {
         let n = self.pending.len().min(max);
         let last = self.pending.get(n.checked_sub(1)?)?.id;
-        let frame = batch_frame(self.room.id.as_str(), self.pending[..n].iter().map(|e| &e.json));
+        let frame = batch_frame(
+            self.room.id.as_str(),
+            self.pending[..n].iter().map(|e| &e.json),
+        );
         self.pending.drain(..n);
         self.room.delivered.store(last, Ordering::SeqCst);
         Some((frame, last))

@@ -40,6 +40,12 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         Ok(k) => k,
         Err(r) => return reject(&r),
     };
+    let Some(admission) = gw.admit() else {
+        return reject(&Rejection::new(
+            ErrorCode::Unavailable,
+            "this server holds as many viewers as it may (--max-viewers); try another or retry later",
+        ));
+    };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return reject(&Rejection::new(
             ErrorCode::UpgradeRequired,
@@ -48,6 +54,7 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
     };
     let task_gw = gw.clone();
     gw.tasks.spawn(async move {
+        let _admission = admission;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => return tracing::debug!("upgrade failed: {e}"),

@@ -21,13 +21,27 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::ServeArgs;
+use crate::fdlimit;
 use crate::gateway::Gateway;
 use crate::logic::http::reject;
 use crate::logic::{self, Logic};
 use crate::protocol::{ErrorCode, Rejection};
 
+/// Open files kept for everything but viewers: the listener, HTTP API clients, the runtime's own.
+const FD_RESERVE: u64 = 256;
+
 /// Runs `serve` until SIGINT or SIGTERM.
-pub async fn serve(args: ServeArgs) -> std::io::Result<()> {
+pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
+    let files = fdlimit::raise()?;
+    if args.gateway.max_viewers == 0 {
+        args.gateway.max_viewers = files.soft.saturating_sub(FD_RESERVE) as usize;
+    }
+    tracing::info!(
+        open_files = files.soft,
+        max_viewers = args.gateway.max_viewers,
+        "open-files limit raised from {}",
+        files.before
+    );
     let listener = TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let prometheus = metrics::install();
@@ -90,6 +104,11 @@ async fn accept_loop(
     tasks: &TaskTracker,
     stop: &CancellationToken,
 ) {
+    // A descriptor held in reserve: when none is left, it is given up to accept and at once close the waiting
+    // connection, so clients get a prompt refusal instead of hanging in the backlog.
+    let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut refused = 0u64;
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -106,9 +125,21 @@ async fn accept_loop(
                 ));
             }
             Err(e) => {
-                // Out of file descriptors or a transient error: back off instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if fdlimit::is_exhaustion(&e) {
+                    drop(spare.take());
+                    if let Ok((stream, _)) = listener.accept().await {
+                        drop(stream);
+                    }
+                    spare = std::fs::File::open("/dev/null").ok();
+                    refused += 1;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // One line a few seconds at most, however hard the storm.
+                if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                    tracing::warn!(refused, "accept failed: {e}");
+                    last_warning = Some(tokio::time::Instant::now());
+                }
             }
         }
     }
