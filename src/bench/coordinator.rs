@@ -13,8 +13,12 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::http::HttpConn;
 use super::ipc::{self, Command, Progress, WorkerMsg, WorkerResult, WorkerSpec};
-use super::report::{self, Comments, Connections, Deliveries, Latency, Report, Setup, Usage};
+use super::report::{
+    self, Comments, Connections, Deliveries, Latency, Report, RssOverTime, Setup, SlowViewers,
+    Usage,
+};
 use super::sender::{self, SendConfig, Sender};
 use super::{BenchArgs, Protocol, SendVia, WORKER_SUBCOMMAND, now_us, plan, procstat};
 
@@ -88,6 +92,12 @@ pub fn validate(a: &BenchArgs) -> Result<(), String> {
     }
     if !(0.0..=1.0).contains(&a.latency_sample) {
         return Err("--latency-sample must be between 0 and 1".into());
+    }
+    if !(0.0..=1.0).contains(&a.slow_fraction) {
+        return Err("--slow-fraction must be between 0 and 1".into());
+    }
+    if !(a.rss_interval.is_finite() && a.rss_interval >= 0.001) {
+        return Err("--rss-interval must be at least 0.001 seconds".into());
     }
     if !(a.warmup.is_finite() && a.warmup >= 0.0)
         || a.drain.is_some_and(|d| !(d.is_finite() && d >= 0.0))
@@ -184,6 +194,54 @@ fn resolve(t: &Target) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{} resolves to no address", t.hostname))
 }
 
+/// The value of a metric in Prometheus text (summed over its label sets); `None` when it is not there.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        let rest = if let Some(labels) = rest.strip_prefix('{') {
+            match labels.find('}') {
+                Some(i) => &labels[i + 1..],
+                None => continue,
+            }
+        } else if rest.starts_with([' ', '\t']) {
+            rest
+        } else {
+            // Another metric whose name starts with this one.
+            continue;
+        };
+        if let Some(v) = rest
+            .split_ascii_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            *total.get_or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// The server's own count of 4008 closes (`danmaku_slow_viewer_closes_total` on `GET /metrics`), best effort.
+async fn slow_closes_metric(addr: SocketAddr, host: &str) -> Option<f64> {
+    let get = async {
+        let mut c = HttpConn::connect(addr, host).await.ok()?;
+        let r = c.request("GET", "/metrics", None).await.ok()?;
+        if r.status != 200 {
+            return None;
+        }
+        metric_value(
+            &String::from_utf8_lossy(&r.body),
+            "danmaku_slow_viewer_closes_total",
+        )
+    };
+    tokio::time::timeout(Duration::from_secs(2), get)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// A CPU and memory reading of the bench's processes.
 #[derive(Debug, Clone, Copy, Default)]
 struct Side {
@@ -207,6 +265,7 @@ fn mb(kb: u64) -> f64 {
 }
 
 async fn run(a: &BenchArgs) -> Result<Report, String> {
+    let t0 = std::time::Instant::now();
     let target = parse_url(&a.url)?;
     let addr = resolve(&target)?;
     let mut notes = Vec::new();
@@ -263,6 +322,15 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     if a.server_pid.is_some() && server_before.is_none() {
         notes.push("--server-pid: the process cannot be read in /proc".into());
     }
+    let rss_sampler = a
+        .server_pid
+        .map(|pid| procstat::RssSampler::start(pid, Duration::from_secs_f64(a.rss_interval), t0));
+    let slow_wanted = plan::slow_count(a.viewers, a.rooms, a.slow_fraction) as u64;
+    let slow_closes_before = if slow_wanted > 0 && a.protocol == Protocol::V1 {
+        slow_closes_metric(addr, &target.host).await
+    } else {
+        None
+    };
     let bench_before = sample_pids(&[me]);
 
     // The sender first, and the connection that asks for the rooms' last ids at the end: a server that runs out
@@ -400,9 +468,22 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     let server_after = a.server_pid.and_then(procstat::sample);
     let bench_after = sample_pids(&fleet.pids_with(me));
 
-    // Results.
+    // Results (the workers first read their slow viewers' sockets to the end).
     fleet.command(&Command::Stop { last_ids }).await?;
     let results = fleet.results().await?;
+    let slow_closes_after = match slow_closes_before {
+        Some(_) => slow_closes_metric(addr, &target.host).await,
+        None => None,
+    };
+    let since_t0 = |t: Instant| t.into_std().saturating_duration_since(t0).as_secs_f64();
+    let server_rss = rss_sampler.and_then(|s| {
+        RssOverTime::from_samples(
+            &s.finish(),
+            a.rss_interval,
+            since_t0(start),
+            since_t0(send_end),
+        )
+    });
     let (at_measure_server, at_measure_bench) = at_measure.unwrap_or((None, bench_end));
 
     let mut conn = Connections {
@@ -411,7 +492,9 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     };
     let mut d = Deliveries::default();
     let mut latency_viewers = 0;
+    let mut slow = SlowViewers::default();
     for r in &results {
+        slow.merge(&r.slow);
         conn.opened += r.opened;
         conn.failed += r.failed;
         conn.retries += r.retries;
@@ -488,6 +571,25 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             a.latency_sample
         ));
     }
+    let slow_viewers = (a.slow_fraction > 0.0).then(|| {
+        if slow.wanted != slow_wanted {
+            notes.push(format!(
+                "the workers held {} slow viewers, {slow_wanted} were planned",
+                slow.wanted
+            ));
+        }
+        if let (Some(b), Some(e)) = (slow_closes_before, slow_closes_after) {
+            slow.server_4008_closes = Some((e - b).max(0.0) as u64);
+        }
+        if slow.eof_without_close > 0 {
+            notes.push(
+                "a slow viewer's socket is full, so a close frame the server queues behind it never reaches it: \
+                 the server's close shows as the end of the stream (eof without close)"
+                    .into(),
+            );
+        }
+        slow
+    });
     Ok(Report {
         setup: Setup {
             url: a.url.clone(),
@@ -505,6 +607,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             warmup_s: a.warmup,
             drain_s: drain,
             latency_sample: a.latency_sample,
+            slow_fraction: a.slow_fraction,
         },
         connections: conn,
         comments: Comments {
@@ -519,7 +622,9 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         deliveries: d,
         latency_ms: Latency::from_histogram(&hist, latency_viewers),
         server,
+        server_rss,
         bench,
+        slow_viewers,
         notes,
     })
 }
@@ -577,6 +682,7 @@ impl Fleet {
                 bind_sources,
                 per_source: a.per_source_addr,
                 latency_sample: a.latency_sample,
+                slow_fraction: a.slow_fraction,
                 connect_concurrency: a.connect_concurrency,
                 connect_timeout_ms: (a.connect_timeout * 1000.0) as u64,
                 connect_attempts: a.connect_attempts,
@@ -761,6 +867,10 @@ mod tests {
             &["--room-prefix", &"x".repeat(64)],
             &["--workers", "0"],
             &["--warmup=-2"],
+            &["--slow-fraction", "1.5"],
+            &["--slow-fraction=-0.1"],
+            &["--rss-interval", "0"],
+            &["--rss-interval", "inf"],
         ] {
             assert!(validate(&args(bad)).is_err(), "{bad:?}");
         }
@@ -770,5 +880,29 @@ mod tests {
             "idle viewers only"
         );
         assert!(validate(&args(&["--url", "http://127.0.0.1:8080"])).is_err());
+        let a = args(&["--slow-fraction", "0.05", "--rss-interval", "0.5"]);
+        assert!(validate(&a).is_ok());
+        assert_eq!((a.slow_fraction, a.rss_interval), (0.05, 0.5));
+        assert_eq!(
+            (args(&[]).slow_fraction, args(&[]).rss_interval),
+            (0.0, 1.0)
+        );
+    }
+
+    #[test]
+    fn metrics_are_read_from_prometheus_text() {
+        let text = "# HELP danmaku_slow_viewer_closes_total Viewers closed with 4008.\n\
+                    # TYPE danmaku_slow_viewer_closes_total counter\n\
+                    danmaku_slow_viewer_closes_total 97\n\
+                    danmaku_slow_viewer_closes_total_other 5\n\
+                    danmaku_rejected_total{code=\"bad_json\"} 2\n\
+                    danmaku_rejected_total{code=\"empty_text\"} 3 1763700000000\n";
+        assert_eq!(
+            metric_value(text, "danmaku_slow_viewer_closes_total"),
+            Some(97.0)
+        );
+        assert_eq!(metric_value(text, "danmaku_rejected_total"), Some(5.0));
+        assert_eq!(metric_value(text, "danmaku_viewers"), None);
+        assert_eq!(metric_value("danmaku_x{broken 3", "danmaku_x"), None);
     }
 }

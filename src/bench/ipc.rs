@@ -11,6 +11,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use serde::{Deserialize, Serialize};
 
 use super::Protocol;
+use super::report::SlowViewers;
 use super::tally::Outcome;
 
 /// Everything a worker needs, sent as its first stdin line.
@@ -32,6 +33,9 @@ pub struct WorkerSpec {
     pub bind_sources: bool,
     pub per_source: usize,
     pub latency_sample: f64,
+    /// Fraction of the viewers that stop reading once joined (see `plan::slow`).
+    #[serde(default)]
+    pub slow_fraction: f64,
     pub connect_concurrency: usize,
     pub connect_timeout_ms: u64,
     pub connect_attempts: u32,
@@ -92,6 +96,9 @@ pub struct WorkerResult {
     pub latency_viewers: u64,
     /// Latency in µs, V2 + base64.
     pub histogram: String,
+    /// The slow viewers, outside every number above but the connection counts.
+    #[serde(default)]
+    pub slow: SlowViewers,
 }
 
 impl WorkerResult {

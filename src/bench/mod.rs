@@ -1,6 +1,8 @@
 //! `danmaku bench`: a load generator for danmaku and its peer servers. It opens many viewer WebSockets spread
 //! over rooms, sends comments at a steady rate, and reports exact loss, duplicates, order breaks, throughput and
-//! send-to-arrival latency, with the CPU and memory of both the server and itself.
+//! send-to-arrival latency, with the CPU and memory of both the server and itself, and the server's RSS over
+//! time. A fraction of the viewers can be slow (`--slow-fraction`): they stop reading once joined, are kept
+//! out of the delivery accounting, and the report says how the server had left their connections.
 //!
 //! The coordinator (this process) plans the run, starts worker processes (`danmaku bench-worker`, the same
 //! binary) that hold the viewers, sends the comments itself, and merges what the workers report.
@@ -93,9 +95,18 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1.0)]
     pub latency_sample: f64,
 
-    /// Also report this process's CPU and memory (the server under test, on this machine).
+    /// Also report this process's CPU and memory (the server under test, on this machine), and its RSS over time.
     #[arg(long)]
     pub server_pid: Option<u32>,
+
+    /// Seconds between two samples of the server's RSS (with --server-pid), from the start to the end of the run.
+    #[arg(long, default_value_t = 1.0)]
+    pub rss_interval: f64,
+
+    /// Fraction of the viewers (0 to 1, evenly spread over rooms and workers) that stop reading once joined and
+    /// stay open until the end; reported apart, outside the delivery and latency numbers.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_fraction: f64,
 
     /// Seconds of sending before the measured window: delivered and counted for loss, not for latency or rates.
     #[arg(long, default_value_t = 0.0)]

@@ -97,6 +97,33 @@ pub fn sampled(viewer: usize, fraction: f64) -> bool {
     ((v + 1.0) * fraction).floor() > (v * fraction).floor()
 }
 
+/// Whether global viewer `viewer` is a slow viewer (one that stops reading after it joined) when a fraction
+/// `fraction` of the viewers are. The choice is made per room, on the viewer's rank in its room (viewers of a
+/// room are `room, room + rooms, ...`), so every room gets its share evenly spread over its viewers, and so every
+/// worker too (it holds a contiguous range of each room's ranks). Each room's pick is offset by a different
+/// phase, so that summed over rooms the count is `n * fraction` rounded, not rounded down once per room; and the
+/// offset keeps slow viewers apart from the latency sample (see [`sampled`]) for the usual fractions.
+pub fn slow(viewer: usize, rooms: usize, fraction: f64) -> bool {
+    if fraction >= 1.0 {
+        return true;
+    }
+    if fraction <= 0.0 || !fraction.is_finite() {
+        return false;
+    }
+    let rooms = rooms.max(1);
+    let rank = (viewer / rooms) as f64;
+    let phase = ((viewer % rooms) as f64 + 0.5) / rooms as f64;
+    ((rank + 1.0) * fraction + phase).floor() > (rank * fraction + phase).floor()
+}
+
+/// How many of `viewers` viewers over `rooms` rooms are slow.
+pub fn slow_count(viewers: usize, rooms: usize, fraction: f64) -> usize {
+    if fraction <= 0.0 || !fraction.is_finite() {
+        return 0;
+    }
+    (0..viewers).filter(|&v| slow(v, rooms, fraction)).count()
+}
+
 /// Room names: `<prefix>0`, `<prefix>1`, ...
 pub fn room_name(prefix: &str, room: usize) -> String {
     format!("{prefix}{room}")
@@ -168,6 +195,40 @@ mod tests {
         );
         assert_eq!(source_addr_count(100_000, 25_000), 4);
         assert_eq!(source_addr_count(100_001, 25_000), 5);
+    }
+
+    #[test]
+    fn slow_viewers_are_the_stated_fraction_spread_over_rooms_and_workers() {
+        assert_eq!(slow_count(2000, 1, 0.05), 100);
+        assert_eq!(slow_count(2000, 1, 0.0), 0);
+        assert_eq!(slow_count(2000, 1, 1.0), 2000);
+        assert_eq!(slow_count(2000, 7, f64::NAN), 0);
+        // Summed over rooms, the count is the fraction of the whole, rounded, even with few viewers per room.
+        assert_eq!(slow_count(10_000, 1000, 0.05), 500);
+        assert_eq!(slow_count(1000, 3, 0.1), 100);
+        assert_eq!(slow_count(100_000, 100, 0.013), 1300);
+        // Even over rooms: with 4 rooms of 500 viewers, 25 each.
+        let rooms = 4;
+        let mut per_room = vec![0usize; rooms];
+        for v in (0..2000).filter(|&v| slow(v, rooms, 0.05)) {
+            per_room[room_of(v, rooms)] += 1;
+        }
+        assert_eq!(per_room, vec![25; rooms]);
+        // Even over workers, and within a room's ranks: every 20 ranks of a room hold exactly one.
+        for range in split(2000, 2) {
+            assert_eq!(range.filter(|&v| slow(v, 1, 0.05)).count(), 50);
+        }
+        for block in 0..100 {
+            assert_eq!(
+                (block * 20..block * 20 + 20)
+                    .filter(|&v| slow(v, 1, 0.05))
+                    .count(),
+                1
+            );
+        }
+        // Apart from the latency sample of the same fraction.
+        assert!(!(0..2000).any(|v| slow(v, 1, 0.05) && sampled(v, 0.05)));
+        assert!(!(0..2000).any(|v| slow(v, 1, 0.1) && sampled(v, 0.1)));
     }
 
     #[test]

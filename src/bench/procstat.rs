@@ -3,6 +3,9 @@
 //! open-files limit, which it raises to the hard limit before opening thousands of sockets.
 
 use std::io;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// CPU seconds (user + system) and memory of one process at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -22,6 +25,54 @@ pub fn sample(pid: u32) -> Option<Sample> {
         rss_kb: status_kb(&status, "VmRSS:").unwrap_or(0),
         hwm_kb: status_kb(&status, "VmHWM:").unwrap_or(0),
     })
+}
+
+/// VmRSS of a process in kB, from `/proc/PID/status` alone; `None` when the process is gone or unreadable.
+pub fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kb(&status, "VmRSS:")
+}
+
+/// Samples a process's RSS on its own thread (so a busy runtime does not delay it) at a fixed interval from a
+/// start instant, until [`RssSampler::finish`].
+pub struct RssSampler {
+    stop: mpsc::Sender<()>,
+    thread: JoinHandle<Vec<(f64, u64)>>,
+}
+
+impl RssSampler {
+    /// Samples at once, then at `t0 + k * interval` (a late sample skips the ticks it missed).
+    pub fn start(pid: u32, interval: Duration, t0: Instant) -> RssSampler {
+        let (stop, rx) = mpsc::channel::<()>();
+        let interval = interval.max(Duration::from_millis(1));
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            let take = |samples: &mut Vec<(f64, u64)>| {
+                if let Some(kb) = rss_kb(pid) {
+                    samples.push((t0.elapsed().as_secs_f64(), kb));
+                }
+            };
+            loop {
+                take(&mut samples);
+                let ticks = t0.elapsed().as_nanos() / interval.as_nanos() + 1;
+                let next = t0 + interval.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+                match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    // Stopped, or the sampler was dropped.
+                    _ => break,
+                }
+            }
+            take(&mut samples);
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// Takes a last sample and returns them all: `(seconds since t0, RSS in kB)`, in time order.
+    pub fn finish(self) -> Vec<(f64, u64)> {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// utime + stime, in clock ticks, from the text of `/proc/PID/stat`.
@@ -103,6 +154,23 @@ mod tests {
         assert_eq!(status_kb(status, "VmRSS:"), Some(102_400));
         assert_eq!(status_kb(status, "VmHWM:"), Some(204_800));
         assert_eq!(status_kb(status, "VmSwap:"), None);
+    }
+
+    #[test]
+    fn rss_is_sampled_at_the_interval_until_finished() {
+        let t0 = Instant::now();
+        let sampler = RssSampler::start(std::process::id(), Duration::from_millis(20), t0);
+        std::thread::sleep(Duration::from_millis(130));
+        let samples = sampler.finish();
+        // One at once, one per 20 ms tick, one at the finish.
+        assert!((6..=10).contains(&samples.len()), "{samples:?}");
+        assert!(samples.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert!(samples.iter().all(|s| s.1 > 0));
+        assert!(samples[0].0 < 0.02 && samples[samples.len() - 1].0 >= 0.13);
+        assert_eq!(rss_kb(std::process::id()).map(|kb| kb > 0), Some(true));
+        // A process that is not there gives no samples, and the sampler still stops.
+        let gone = RssSampler::start(u32::MAX, Duration::from_millis(5), Instant::now());
+        assert!(gone.finish().is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -16,7 +16,12 @@ pub struct Report {
     /// Absent when no viewer recorded latency.
     pub latency_ms: Option<Latency>,
     pub server: Option<Usage>,
+    /// The server's resident memory over the whole run (with `--server-pid`).
+    pub server_rss: Option<RssOverTime>,
     pub bench: Usage,
+    /// Viewers that stopped reading after they joined (with `--slow-fraction`); `connections` counts them,
+    /// `deliveries` and `latency_ms` do not.
+    pub slow_viewers: Option<SlowViewers>,
     pub notes: Vec<String>,
 }
 
@@ -33,6 +38,7 @@ pub struct Setup {
     pub warmup_s: f64,
     pub drain_s: f64,
     pub latency_sample: f64,
+    pub slow_fraction: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -129,6 +135,128 @@ pub struct Usage {
     pub peak_rss_mb: f64,
 }
 
+/// The slow viewers: they read their socket until joined (v1: the `hello`; plain: the upgrade) and never again
+/// until the end of the run. Then each socket is read to its end with a short timeout, to tell how the server
+/// had left it: a close frame (with its code), the end of the stream without one, a reset, or still open.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SlowViewers {
+    pub wanted: u64,
+    pub opened: u64,
+    /// Ended by the server before the bench closed them: a close frame, EOF or a reset.
+    pub closed_by_server: u64,
+    /// Close frames read, by code (`none` for a close frame without a code).
+    pub close_codes: BTreeMap<String, u64>,
+    /// The stream ended without a close frame: the server closed the socket, and a close frame it meant to send
+    /// never got into it (a viewer that does not read leaves no room in the socket for it).
+    pub eof_without_close: u64,
+    pub reset: u64,
+    /// Still open at the end: the server never closed them.
+    pub still_open: u64,
+    /// What else ended a read at the end (another socket error, a stream that does not parse).
+    pub other: BTreeMap<String, u64>,
+    /// Bytes read from their sockets at the end.
+    pub bytes_drained: u64,
+    /// How much `danmaku_slow_viewer_closes_total` of the server's `/metrics` rose over the run (a danmaku
+    /// server's own count of 4008 closes, of any viewer); absent when the server has no such metric.
+    pub server_4008_closes: Option<u64>,
+}
+
+impl SlowViewers {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, o: &SlowViewers) {
+        self.wanted += o.wanted;
+        self.opened += o.opened;
+        self.closed_by_server += o.closed_by_server;
+        self.eof_without_close += o.eof_without_close;
+        self.reset += o.reset;
+        self.still_open += o.still_open;
+        self.bytes_drained += o.bytes_drained;
+        for (k, v) in &o.close_codes {
+            *self.close_codes.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &o.other {
+            *self.other.entry(k.clone()).or_default() += v;
+        }
+        self.server_4008_closes = match (self.server_4008_closes, o.server_4008_closes) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// The server's RSS sampled at a fixed interval from the start of the bench (before any viewer connected) to
+/// the end of the run.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RssOverTime {
+    pub interval_s: f64,
+    pub start_mb: f64,
+    pub min_mb: f64,
+    pub max_mb: f64,
+    pub end_mb: f64,
+    /// Seconds since the start at which sending began and ended, to place the phases on the series.
+    pub send_start_s: f64,
+    pub send_end_s: f64,
+    /// `[seconds_since_start, rss_mb]`, in time order.
+    pub series: Vec<[f64; 2]>,
+}
+
+impl RssOverTime {
+    /// From `(seconds since the start, RSS in kB)` samples; `None` without any.
+    pub fn from_samples(
+        samples: &[(f64, u64)],
+        interval_s: f64,
+        send_start_s: f64,
+        send_end_s: f64,
+    ) -> Option<RssOverTime> {
+        let first = samples.first()?;
+        let last = samples.last()?;
+        let mb = |kb: u64| kb as f64 / 1024.0;
+        let min = samples.iter().map(|s| s.1).min().unwrap_or(0);
+        let max = samples.iter().map(|s| s.1).max().unwrap_or(0);
+        Some(RssOverTime {
+            interval_s,
+            start_mb: mb(first.1),
+            min_mb: mb(min),
+            max_mb: mb(max),
+            end_mb: mb(last.1),
+            send_start_s,
+            send_end_s,
+            series: samples.iter().map(|&(t, kb)| [t, mb(kb)]).collect(),
+        })
+    }
+
+    fn tidy(&mut self) {
+        for v in [
+            &mut self.start_mb,
+            &mut self.min_mb,
+            &mut self.max_mb,
+            &mut self.end_mb,
+            &mut self.send_start_s,
+            &mut self.send_end_s,
+        ] {
+            *v = r3(*v);
+        }
+        for p in &mut self.series {
+            p[0] = r3(p[0]);
+            p[1] = r3(p[1]);
+        }
+    }
+}
+
+/// Up to `k` indices of `0..n`, evenly spaced, the first and the last included.
+pub fn evenly_spaced(n: usize, k: usize) -> Vec<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    if k <= 1 {
+        return if k == 1 { vec![n - 1] } else { Vec::new() };
+    }
+    // i * (n - 1) / (k - 1), rounded: strictly increasing since n > k.
+    (0..k)
+        .map(|i| (i * (n - 1) + (k - 1) / 2) / (k - 1))
+        .collect()
+}
+
 /// `x` to 3 decimals (µs for milliseconds, kB for megabytes): what the JSON carries.
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
@@ -163,6 +291,9 @@ impl Report {
         }
         if let Some(s) = &mut self.server {
             s.tidy();
+        }
+        if let Some(r) = &mut self.server_rss {
+            r.tidy();
         }
         self.bench.tidy();
     }
@@ -290,6 +421,9 @@ pub fn render(r: &Report) -> String {
             let _ = writeln!(o, "{:<13}no samples", "latency");
         }
     }
+    if let Some(sv) = &r.slow_viewers {
+        render_slow(&mut o, sv);
+    }
     let _ = writeln!(o);
     let _ = writeln!(
         o,
@@ -314,10 +448,82 @@ pub fn render(r: &Report) -> String {
         format!("bench ({} processes)", r.bench.processes),
         &r.bench,
     );
+    if let Some(rss) = &r.server_rss {
+        render_rss(&mut o, rss);
+    }
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");
     }
     o
+}
+
+/// The slow viewers' lines.
+fn render_slow(o: &mut String, s: &SlowViewers) {
+    let mut ends = Vec::new();
+    for (code, n) in &s.close_codes {
+        ends.push(format!("close {code}: {}", count(*n)));
+    }
+    if s.eof_without_close > 0 {
+        ends.push(format!("eof without close: {}", count(s.eof_without_close)));
+    }
+    if s.reset > 0 {
+        ends.push(format!("reset: {}", count(s.reset)));
+    }
+    for (what, n) in &s.other {
+        ends.push(format!("{what}: {}", count(*n)));
+    }
+    let how = if ends.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", ends.join(", "))
+    };
+    let _ = writeln!(
+        o,
+        "{:<13}wanted {}   opened {}   closed by server {}{how}   still open {}",
+        "slow viewers",
+        count(s.wanted),
+        count(s.opened),
+        count(s.closed_by_server),
+        count(s.still_open),
+    );
+    let mut extra = format!(
+        "(never read after joining; {} bytes read at the end; not in deliveries or latency)",
+        count(s.bytes_drained)
+    );
+    if let Some(n) = s.server_4008_closes {
+        extra = format!(
+            "server's danmaku_slow_viewer_closes_total +{}  {extra}",
+            count(n)
+        );
+    }
+    let _ = writeln!(o, "{:<13}{extra}", "");
+}
+
+/// The server's RSS over time: a summary line and up to 10 evenly spaced samples.
+fn render_rss(o: &mut String, r: &RssOverTime) {
+    let _ = writeln!(
+        o,
+        "rss over time  start {:.1} MB  max {:.1} MB  end {:.1} MB  ({} samples)",
+        r.start_mb,
+        r.max_mb,
+        r.end_mb,
+        r.series.len()
+    );
+    let picks: Vec<String> = evenly_spaced(r.series.len(), 10)
+        .into_iter()
+        .map(|i| {
+            let [t, mb] = r.series[i];
+            format!("{t:.1}s {mb:.1}")
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "{:<15}{}   (MB; sending {:.1}s to {:.1}s)",
+        "",
+        picks.join("  "),
+        r.send_start_s,
+        r.send_end_s
+    );
 }
 
 #[cfg(test)]
@@ -342,6 +548,7 @@ mod tests {
                 warmup_s: 0.0,
                 drain_s: 2.1,
                 latency_sample: 1.0,
+                slow_fraction: 0.0,
             },
             connections: Connections {
                 wanted: 2000,
@@ -370,11 +577,13 @@ mod tests {
                 cpu_secs_per_million: Some(3.1),
                 ..Usage::default()
             }),
+            server_rss: None,
             bench: Usage {
                 processes: 2,
                 cpu_pct: 3.0,
                 ..Usage::default()
             },
+            slow_viewers: None,
             notes: vec!["raised the open-files limit".into()],
         }
     }
@@ -398,6 +607,8 @@ mod tests {
             assert!(t.contains(needle), "missing {needle:?} in\n{t}");
         }
         assert!(!t.contains("connect errors"));
+        assert!(!t.contains("slow viewers"));
+        assert!(!t.contains("rss over time"));
     }
 
     #[test]
@@ -427,5 +638,109 @@ mod tests {
         assert!(t.contains("latency      no samples"));
         assert!(t.contains("connect errors: timeout: 3"));
         assert!(!t.contains("server (pid"));
+    }
+    #[test]
+    fn slow_viewers_merge_and_show() {
+        let mut a = SlowViewers {
+            wanted: 50,
+            opened: 50,
+            closed_by_server: 48,
+            eof_without_close: 40,
+            reset: 1,
+            still_open: 2,
+            bytes_drained: 1000,
+            ..SlowViewers::default()
+        };
+        a.close_codes.insert("4008".into(), 7);
+        let mut b = a.clone();
+        b.other.insert("protocol: invalid frame".into(), 1);
+        b.server_4008_closes = Some(100);
+        a.merge(&b);
+        assert_eq!(
+            (a.wanted, a.opened, a.closed_by_server, a.eof_without_close),
+            (100, 100, 96, 80)
+        );
+        assert_eq!((a.reset, a.still_open, a.bytes_drained), (2, 4, 2000));
+        assert_eq!(a.close_codes["4008"], 14);
+        assert_eq!(a.other["protocol: invalid frame"], 1);
+        assert_eq!(a.server_4008_closes, Some(100));
+
+        let mut r = sample();
+        r.setup.slow_fraction = 0.05;
+        r.slow_viewers = Some(a);
+        let t = render(&r);
+        for needle in [
+            "slow viewers wanted 100   opened 100   closed by server 96 (close 4008: 14, eof without close: 80, reset: 2, protocol: invalid frame: 1)   still open 4",
+            "server's danmaku_slow_viewer_closes_total +100",
+            "2,000 bytes read at the end",
+        ] {
+            assert!(t.contains(needle), "missing {needle:?} in\n{t}");
+        }
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["slow_viewers"]["close_codes"]["4008"], 14);
+        assert_eq!(v["slow_viewers"]["eof_without_close"], 80);
+        assert_eq!(v["setup"]["slow_fraction"], 0.05);
+        // It travels between processes.
+        let back: SlowViewers = serde_json::from_value(v["slow_viewers"].clone()).unwrap();
+        assert_eq!(Some(back), r.slow_viewers);
+    }
+
+    #[test]
+    fn rss_over_time_summarizes_and_lists_ten_samples() {
+        assert!(RssOverTime::from_samples(&[], 1.0, 0.0, 0.0).is_none());
+        let samples: Vec<(f64, u64)> = (0..25u32)
+            .map(|i| (f64::from(i) + 0.0004, 10_240 + 1024 * u64::from(i % 7)))
+            .collect();
+        let mut rss = RssOverTime::from_samples(&samples, 1.0, 3.5, 23.5).unwrap();
+        assert_eq!(
+            (rss.start_mb, rss.min_mb, rss.max_mb, rss.end_mb),
+            (10.0, 10.0, 16.0, 13.0)
+        );
+        assert_eq!(rss.series.len(), 25);
+        assert_eq!(rss.series[1], [1.0004, 11.0]);
+        let mut r = sample();
+        r.server_rss = Some(rss.clone());
+        let t = render(&r);
+        assert!(
+            t.contains("rss over time  start 10.0 MB  max 16.0 MB  end 13.0 MB  (25 samples)"),
+            "{t}"
+        );
+        let mut lines = t.lines().skip_while(|l| !l.starts_with("rss over time"));
+        let listing = lines.nth(1).unwrap();
+        let entries = listing.trim().split("   (MB").next().unwrap().split("  ");
+        assert_eq!(entries.count(), 10, "{listing}");
+        assert!(
+            listing.trim_start().starts_with("0.0s 10.0  3.0s 13.0"),
+            "{listing}"
+        );
+        assert!(
+            listing.contains("24.0s 13.0   (MB; sending 3.5s to 23.5s)"),
+            "{listing}"
+        );
+        rss.tidy();
+        assert_eq!(rss.series[1], [1.0, 11.0]);
+        r.server_rss = Some(rss);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["server_rss"]["series"][1], serde_json::json!([1.0, 11.0]));
+        assert_eq!(v["server_rss"]["max_mb"], 16.0);
+        assert_eq!(v["server_rss"]["min_mb"], 10.0);
+    }
+
+    #[test]
+    fn evenly_spaced_keeps_the_ends() {
+        assert_eq!(evenly_spaced(0, 10), Vec::<usize>::new());
+        assert_eq!(evenly_spaced(3, 10), vec![0, 1, 2]);
+        assert_eq!(evenly_spaced(10, 10), (0..10).collect::<Vec<_>>());
+        assert_eq!(
+            evenly_spaced(25, 10),
+            vec![0, 3, 5, 8, 11, 13, 16, 19, 21, 24]
+        );
+        assert_eq!(evenly_spaced(5, 1), vec![4]);
+        assert_eq!(evenly_spaced(5, 0), Vec::<usize>::new());
+        for n in 11..300 {
+            let v = evenly_spaced(n, 10);
+            assert_eq!((v.len(), v[0], v[9]), (10, 0, n - 1));
+            assert!(v.windows(2).all(|w| w[0] < w[1]), "{n}: {v:?}");
+        }
     }
 }

@@ -16,16 +16,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::Protocol;
+use super::report::SlowViewers;
 use super::scan::{self, V1};
 use super::tally::Tally;
 use super::wire::{self, FrameError, HandshakeError};
-use super::worker::{Shared, State, Status};
+use super::worker::{READ_BUF, Shared, State, Status};
 use super::{now_us, plan};
 
 /// Masking key of the bench's own frames (pong, close): masking is for proxies, not secrecy.
 const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
 /// Reads per wake before yielding to other viewers.
 const READS_PER_WAKE: usize = 8;
+/// At the stop, a slow viewer's socket silent this long counts as still open.
+const SLOW_IDLE: Duration = Duration::from_millis(500);
 
 /// Why a connection ended or could not open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,8 @@ struct Conn {
     slot: usize,
     room: usize,
     protocol: Protocol,
+    /// A slow viewer: once live, its messages are not accounted for.
+    slow: bool,
     /// v1: `hello` received (plain: at once).
     live: bool,
     /// Bytes of a frame split across reads.
@@ -74,6 +79,7 @@ pub async fn run(shared: Rc<Shared>, slot: usize) {
         slot,
         room,
         protocol: spec.protocol,
+        slow: shared.state.borrow().slots[slot].slow,
         live: spec.protocol == Protocol::Plain,
         pending: Vec::new(),
         frag: Vec::new(),
@@ -92,6 +98,11 @@ pub async fn run(shared: Rc<Shared>, slot: usize) {
         let mut st = shared.state.borrow_mut();
         st.slots[slot].status = Status::Open;
         st.progress.opened += 1;
+    }
+    if conn.slow {
+        // Joined: from now on it does not read, and the server's frames pile up in the socket.
+        shared.parked.borrow_mut().push(Parked { stream, conn });
+        return;
     }
     let end = read_loop(&shared, &mut stream, &mut conn).await;
     let mut st = shared.state.borrow_mut();
@@ -347,7 +358,7 @@ fn consume(st: &mut State, shared: &Shared, conn: &mut Conn, data: &[u8], now: u
             break;
         }
         at = end;
-        st.frames += 1;
+        st.frames += u64::from(!conn.slow);
         let unmasked;
         let payload = match head.mask {
             None => &data[start..end],
@@ -420,6 +431,9 @@ fn frame(
 
 /// One whole text message.
 fn message(st: &mut State, shared: &Shared, conn: &mut Conn, payload: &[u8], now: u64) {
+    if conn.slow && conn.live {
+        return;
+    }
     if conn.protocol == Protocol::V1 {
         match scan::v1_kind(payload) {
             V1::Batch if conn.live => {}
@@ -469,6 +483,68 @@ fn message(st: &mut State, shared: &Shared, conn: &mut Conn, payload: &[u8], now
     *measured += d.measured;
 }
 
+/// A slow viewer's connection, joined and then left unread until the stop.
+pub struct Parked {
+    stream: TcpStream,
+    conn: Conn,
+}
+
+/// Reads a slow viewer's socket to its end at the stop: everything the server had managed to write, then a close
+/// frame, the end of the stream or a reset; `None` when it stays silent for [`SLOW_IDLE`] (or is still sending
+/// at `deadline`): the connection is still open. Also returns the bytes read. The socket is closed on return.
+pub async fn drain_parked(
+    shared: Rc<Shared>,
+    mut p: Parked,
+    deadline: tokio::time::Instant,
+) -> (Option<End>, u64) {
+    let mut buf = vec![0u8; READ_BUF];
+    let mut bytes = 0u64;
+    loop {
+        let until = (tokio::time::Instant::now() + SLOW_IDLE).min(deadline);
+        let n = match tokio::time::timeout_at(until, p.stream.read(&mut buf)).await {
+            Err(_) => return (None, bytes),
+            Ok(Err(e)) => return (Some(End::Io(e.kind())), bytes),
+            Ok(Ok(0)) => return (Some(End::Eof), bytes),
+            Ok(Ok(n)) => n,
+        };
+        bytes += n as u64;
+        feed(
+            &mut shared.state.borrow_mut(),
+            &shared,
+            &mut p.conn,
+            &buf[..n],
+            now_us(),
+        );
+        if let Some(end) = p.conn.end.take() {
+            return (Some(end), bytes);
+        }
+    }
+}
+
+/// Counts how a slow viewer's connection stood at the end (`None`: still open).
+pub fn record_slow_end(s: &mut SlowViewers, end: Option<&End>) {
+    let Some(end) = end else {
+        s.still_open += 1;
+        return;
+    };
+    match end {
+        End::Closed(code) => {
+            s.closed_by_server += 1;
+            let code = code.map_or("none".to_owned(), |c| c.to_string());
+            *s.close_codes.entry(code).or_default() += 1;
+        }
+        End::Eof => {
+            s.closed_by_server += 1;
+            s.eof_without_close += 1;
+        }
+        End::Io(io::ErrorKind::ConnectionReset) => {
+            s.closed_by_server += 1;
+            s.reset += 1;
+        }
+        End::Io(_) | End::Protocol(_) => *s.other.entry(end.label()).or_default() += 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,6 +564,7 @@ mod tests {
             bind_sources: false,
             per_source: 1,
             latency_sample: 1.0,
+            slow_fraction: 0.0,
             connect_concurrency: 1,
             connect_timeout_ms: 1,
             connect_attempts: 1,
@@ -499,6 +576,7 @@ mod tests {
             slot,
             room: 0,
             protocol,
+            slow: false,
             live: protocol == Protocol::Plain,
             pending: Vec::new(),
             frag: Vec::new(),
@@ -723,5 +801,153 @@ mod tests {
                 let _ = st.slots[0].tally.outcome(next());
             }
         }
+    }
+    fn close_frame(code: u16) -> Vec<u8> {
+        let mut p = code.to_be_bytes().to_vec();
+        p.extend_from_slice(b"too slow");
+        frame(true, wire::OP_CLOSE, &p)
+    }
+
+    #[test]
+    fn a_slow_viewer_counts_nothing_after_its_hello_but_reads_the_close() {
+        let sh = shared(Protocol::V1, 2);
+        sh.measure_from_us.set(0);
+        {
+            let mut st = sh.state.borrow_mut();
+            st.slots[0].slow = true;
+            st.slots[0].sampled = false;
+            st.slots[0].status = Status::Open;
+            let mut c = conn(0, Protocol::V1);
+            c.slow = true;
+            let mut stream = v1_stream();
+            stream.extend(close_frame(4008));
+            feed(&mut st, &sh, &mut c, &stream, 700_000);
+            assert!(c.live, "the hello is still read");
+            assert_eq!(c.end, Some(End::Closed(Some(4008))));
+            assert_eq!((st.deliveries_total, st.measured, st.frames), (0, 0, 0));
+            assert_eq!(st.progress.received, 0);
+            // The other viewer of the room reads as usual.
+            st.slots[1].status = Status::Open;
+            let mut c = conn(1, Protocol::V1);
+            feed(&mut st, &sh, &mut c, &v1_stream(), 700_000);
+        }
+        let r = sh.result(&[100]);
+        assert_eq!((r.expected, r.received, r.missing), (90, 90, 0));
+        assert_eq!(r.latency_viewers, 1);
+        assert_eq!((r.slow.wanted, r.slow.opened), (1, 1));
+        // Plain: slow from the connection on.
+        let sh = shared(Protocol::Plain, 1);
+        let mut c = conn(0, Protocol::Plain);
+        c.slow = true;
+        let mut st = sh.state.borrow_mut();
+        feed(
+            &mut st,
+            &sh,
+            &mut c,
+            &frame(true, wire::OP_TEXT, br#"[{"id":1,"text":"5"}]"#),
+            9,
+        );
+        assert_eq!(
+            (st.deliveries_total, st.frames, c.end.clone()),
+            (0, 0, None)
+        );
+    }
+
+    #[test]
+    fn slow_ends_are_classified() {
+        let mut s = SlowViewers::default();
+        for end in [
+            Some(End::Closed(Some(4008))),
+            Some(End::Closed(Some(4008))),
+            Some(End::Closed(None)),
+            Some(End::Eof),
+            Some(End::Io(io::ErrorKind::ConnectionReset)),
+            Some(End::Io(io::ErrorKind::BrokenPipe)),
+            Some(End::Protocol("invalid frame")),
+            None,
+        ] {
+            record_slow_end(&mut s, end.as_ref());
+        }
+        assert_eq!(s.closed_by_server, 5);
+        assert_eq!(s.close_codes["4008"], 2);
+        assert_eq!(s.close_codes["none"], 1);
+        assert_eq!((s.eof_without_close, s.reset, s.still_open), (1, 1, 1));
+        assert_eq!(s.other["io: broken pipe"], 1);
+        assert_eq!(s.other["protocol: invalid frame"], 1);
+    }
+
+    /// A server side writes `bytes` to a parked slow viewer, then closes the socket or keeps it open; the drain
+    /// at the stop reads everything and says how it ended.
+    #[test]
+    fn parked_sockets_are_drained_to_their_end() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let hello = frame(
+                true,
+                wire::OP_TEXT,
+                br#"{"type":"hello","room":"r0","online":2,"last_id":0,"recovered":true}"#,
+            );
+            // Several MB of batches, more than the socket buffers hold: read while the server still writes.
+            let mut big = hello.clone();
+            for i in 0..3000u64 {
+                big.extend(frame(
+                    true,
+                    wire::OP_TEXT,
+                    batch(i * 10 + 1..=i * 10 + 10).as_bytes(),
+                ));
+            }
+            let cut = big.len() - 7;
+            let cases: Vec<(Vec<u8>, bool, Option<End>)> = vec![
+                (
+                    [hello.clone(), close_frame(4008)].concat(),
+                    false,
+                    Some(End::Closed(Some(4008))),
+                ),
+                (big.clone(), true, Some(End::Eof)),
+                // The server's close came while a frame was half written.
+                (big[..cut].to_vec(), true, Some(End::Eof)),
+                (hello.clone(), false, None),
+            ];
+            for (bytes, close, want) in cases {
+                let sh = Rc::new(shared(Protocol::V1, 1));
+                sh.state.borrow_mut().slots[0].slow = true;
+                let client = TcpStream::connect(addr).await.unwrap();
+                let (mut server, _) = listener.accept().await.unwrap();
+                let len = bytes.len() as u64;
+                let writer = tokio::task::spawn_local(async move {
+                    server.write_all(&bytes).await.unwrap();
+                    if close {
+                        drop(server);
+                        None
+                    } else {
+                        Some(server)
+                    }
+                });
+                let mut c = conn(0, Protocol::V1);
+                c.slow = true;
+                let p = Parked {
+                    stream: client,
+                    conn: c,
+                };
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                let started = std::time::Instant::now();
+                let (end, read) = drain_parked(sh.clone(), p, deadline).await;
+                assert_eq!(end, want);
+                if want != Some(End::Closed(Some(4008))) {
+                    assert_eq!(read, len);
+                }
+                if want.is_none() {
+                    assert!(started.elapsed() >= SLOW_IDLE);
+                }
+                assert_eq!(sh.state.borrow().deliveries_total, 0);
+                drop(writer.await.unwrap());
+            }
+        });
     }
 }

@@ -18,11 +18,14 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::cache::FrameCache;
 use super::ipc::{self, Command, Progress, WorkerMsg, WorkerResult, WorkerSpec};
+use super::report::SlowViewers;
 use super::tally::{Outcome, Tally};
 use super::{plan, procstat, viewer};
 
 /// Size of the read buffer every viewer of a worker reads into.
-const READ_BUF: usize = 64 * 1024;
+pub const READ_BUF: usize = 64 * 1024;
+/// Time the slow viewers' sockets get to be read to their end at the stop.
+const SLOW_DRAIN: Duration = Duration::from_secs(10);
 
 /// Where one viewer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub struct Slot {
     pub tally: Tally,
     pub room: u32,
     pub sampled: bool,
+    /// Stops reading once joined; outside the delivery and latency accounting.
+    pub slow: bool,
     pub status: Status,
 }
 
@@ -55,6 +60,8 @@ pub struct State {
     pub deliveries_total: u64,
     pub measured: u64,
     pub frames: u64,
+    /// How the slow viewers' connections ended, filled at the stop.
+    pub slow: SlowViewers,
 }
 
 pub struct Shared {
@@ -67,6 +74,8 @@ pub struct Shared {
     /// attempts x timeout for each of them).
     pub give_up: Cell<bool>,
     pub salt: u64,
+    /// The slow viewers' open connections, left unread until the stop.
+    pub parked: RefCell<Vec<viewer::Parked>>,
 }
 
 impl Shared {
@@ -76,11 +85,15 @@ impl Shared {
             .map(|i| {
                 let global = spec.first_viewer + i;
                 let room = plan::room_of(global, spec.rooms);
-                cache.add_viewer(room);
+                let slow = plan::slow(global, spec.rooms, spec.slow_fraction);
+                if !slow {
+                    cache.add_viewer(room);
+                }
                 Slot {
                     tally: Tally::new(0),
                     room: u32::try_from(room).unwrap_or(u32::MAX),
-                    sampled: plan::sampled(global, spec.latency_sample),
+                    sampled: !slow && plan::sampled(global, spec.latency_sample),
+                    slow,
                     status: Status::Connecting,
                 }
             })
@@ -97,6 +110,7 @@ impl Shared {
             deliveries_total: 0,
             measured: 0,
             frames: 0,
+            slow: SlowViewers::default(),
         };
         let permits = Semaphore::new(spec.connect_concurrency.max(1));
         let salt = (u64::from(std::process::id()) << 32) ^ spec.index as u64;
@@ -107,6 +121,7 @@ impl Shared {
             measure_from_us: Cell::new(u64::MAX),
             give_up: Cell::new(false),
             salt,
+            parked: RefCell::new(Vec::new()),
         }
     }
 
@@ -125,8 +140,12 @@ impl Shared {
         cache.flush(hist, self.measure_from_us.get());
         let mut total = Outcome::default();
         let mut latency_viewers = 0;
+        let mut slow = st.slow.clone();
         for s in &st.slots {
-            if matches!(s.status, Status::Open | Status::Dropped) {
+            if s.slow {
+                slow.wanted += 1;
+                slow.opened += u64::from(matches!(s.status, Status::Open | Status::Dropped));
+            } else if matches!(s.status, Status::Open | Status::Dropped) {
                 let last = last_ids.get(s.room as usize).copied().unwrap_or(0);
                 total.add(&s.tally.outcome(last));
                 latency_viewers += u64::from(s.sampled);
@@ -148,6 +167,7 @@ impl Shared {
             frames: st.frames,
             latency_viewers,
             histogram: ipc::encode_histogram(&st.hist),
+            slow,
             ..WorkerResult::default()
         };
         r.set_outcome(&total);
@@ -215,6 +235,7 @@ async fn run(spec: WorkerSpec) -> ExitCode {
             cmd = commands.recv() => match cmd {
                 Some(Command::Start { measure_from_us }) => shared.measure_from_us.set(measure_from_us),
                 Some(Command::Stop { last_ids }) => {
+                    drain_slow(&shared).await;
                     let result = shared.result(&last_ids);
                     let ok = emit(&WorkerMsg::Result(Box::new(result))).is_ok();
                     // Exit without dropping thousands of tasks one by one: the kernel closes the sockets.
@@ -223,6 +244,27 @@ async fn run(spec: WorkerSpec) -> ExitCode {
                 // The coordinator is gone.
                 None => return ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+/// Reads every slow viewer's socket to its end (all at once, each with a short timeout) and records how each
+/// one had been left by the server.
+async fn drain_slow(shared: &Rc<Shared>) {
+    let parked = std::mem::take(&mut *shared.parked.borrow_mut());
+    if parked.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + SLOW_DRAIN;
+    let mut set = tokio::task::JoinSet::new();
+    for p in parked {
+        set.spawn_local(viewer::drain_parked(shared.clone(), p, deadline));
+    }
+    while let Some(r) = set.join_next().await {
+        if let Ok((end, bytes)) = r {
+            let mut st = shared.state.borrow_mut();
+            viewer::record_slow_end(&mut st.slow, end.as_ref());
+            st.slow.bytes_drained += bytes;
         }
     }
 }

@@ -1,0 +1,64 @@
+# Shared by the benchmark scripts: build, start a server (danmaku or a peer) on a free port, run the bench
+# against it, stop it. Source it; do not run it.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DANMAKU=$ROOT/target/release/danmaku
+OUT=${BENCH_OUT:-$ROOT/target/bench}
+mkdir -p "$OUT"
+
+build() {
+  cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
+}
+
+# Installs the peers (Bun, Node ws, raw writer) if they are not built yet.
+need_peers() {
+  if [ ! -x "$ROOT/bench/peers/raw/target/release/raw-peer" ] || [ ! -x "$ROOT/bench/peers/node_modules/.bin/bun" ] \
+    || [ ! -d "$ROOT/bench/peers/node_modules/ws" ]; then
+    "$ROOT/bench/peers/install" >&2
+  fi
+}
+
+# start_server KIND [danmaku serve flags...]: sets SERVER_PID and SERVER_PORT. KIND: danmaku, bun, node-ws, raw.
+start_server() {
+  local kind=$1; shift
+  local log=$OUT/$kind.server.log
+  case $kind in
+    danmaku) "$DANMAKU" serve --listen 127.0.0.1:0 "$@" >"$log" 2>"$log.err" & ;;
+    bun) "$ROOT/bench/peers/node_modules/.bin/bun" "$ROOT/bench/peers/bun/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
+    node-ws) node "$ROOT/bench/peers/node-ws/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
+    raw) "$ROOT/bench/peers/raw/target/release/raw-peer" --port 0 --batch-ms 100 --threads 2 >"$log" 2>"$log.err" & ;;
+    *) echo "unknown server kind $kind" >&2; return 2 ;;
+  esac
+  SERVER_PID=$!
+  local i
+  for i in $(seq 1 200); do
+    if grep -q '^listening on ' "$log" 2>/dev/null; then
+      SERVER_PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$log" | head -n 1)
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "$kind exited at start: $(cat "$log.err")" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "$kind did not start" >&2
+  return 1
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# run_bench KIND LABEL [bench flags...]: one bench run against the running server, JSON to $OUT/LABEL.json.
+run_bench() {
+  local kind=$1 label=$2; shift 2
+  local proto=v1
+  [ "$kind" = danmaku ] || proto=plain
+  echo "== $label: danmaku bench --protocol $proto $*" >&2
+  "$DANMAKU" bench --url "ws://127.0.0.1:$SERVER_PORT" --protocol "$proto" --server-pid "$SERVER_PID" \
+    --json "$OUT/$label.json" "$@" >"$OUT/$label.txt" 2>"$OUT/$label.err"
+  cat "$OUT/$label.txt" >&2
+}
+
+machine() {
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), open files $(ulimit -Hn)"
+}
