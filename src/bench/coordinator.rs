@@ -272,7 +272,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     let bind_sources = matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
 
     let nofile =
-        procstat::raise_nofile().map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
+        crate::fdlimit::raise().map_err(|e| format!("cannot raise the open-files limit: {e}"))?;
     if nofile.before < nofile.soft {
         notes.push(format!(
             "raised the open-files limit from {} to {} (the hard limit)",

@@ -2,7 +2,6 @@
 //! resident memory (now and peak), for the server under test and the bench's own processes; and the bench's
 //! open-files limit, which it raises to the hard limit before opening thousands of sockets.
 
-use std::io;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -102,39 +101,6 @@ fn clock_ticks_per_sec() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// The open-files limit before and after raising it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoFile {
-    pub before: u64,
-    pub soft: u64,
-    pub hard: u64,
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard one.
-pub fn raise_nofile() -> io::Result<NoFile> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let before = lim.rlim_cur;
-    if lim.rlim_cur < lim.rlim_max {
-        lim.rlim_cur = lim.rlim_max;
-        // SAFETY: `lim` is a valid rlimit with cur <= max.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(NoFile {
-        before,
-        soft: lim.rlim_cur,
-        hard: lim.rlim_max,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,7 +144,5 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kb > 0 && s.hwm_kb >= s.rss_kb);
         assert!(s.cpu_secs >= 0.0);
-        let lim = raise_nofile().unwrap();
-        assert_eq!(lim.soft, lim.hard);
     }
 }

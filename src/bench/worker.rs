@@ -20,7 +20,7 @@ use super::cache::FrameCache;
 use super::ipc::{self, Command, Progress, WorkerMsg, WorkerResult, WorkerSpec};
 use super::report::SlowViewers;
 use super::tally::{Outcome, Tally};
-use super::{plan, procstat, viewer};
+use super::{plan, viewer};
 
 /// Size of the read buffer every viewer of a worker reads into.
 pub const READ_BUF: usize = 64 * 1024;
@@ -191,7 +191,7 @@ pub fn main() -> ExitCode {
         }
     };
     drop(stdin);
-    if let Err(e) = procstat::raise_nofile() {
+    if let Err(e) = crate::fdlimit::raise() {
         eprintln!("bench worker: cannot raise the open-files limit: {e}");
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
