@@ -1,0 +1,70 @@
+//! `danmaku bench` end to end: the real load generator against the real server, both as processes. A small run
+//! must account for every delivery exactly (so a loss the server caused would show), over HTTP and WebSocket
+//! sends, with its worker processes, and write the JSON report operators script against.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+fn bench(server: &Server, json: &std::path::Path, extra: &[&str]) -> Value {
+    let url = format!("ws://{}", server.addr);
+    let pid = server.pid().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_danmaku"))
+        .args([
+            "bench",
+            "--url",
+            &url,
+            "--rooms",
+            "3",
+            "--viewers",
+            "60",
+            "--rate",
+            "100",
+        ])
+        .args(["--duration", "2", "--workers", "2", "--server-pid", &pid])
+        .arg("--json")
+        .arg(json)
+        .args(extra)
+        .output()
+        .expect("run danmaku bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("latency"), "a readable table: {table}");
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+fn assert_exact(report: &Value, what: &str) {
+    let d = &report["deliveries"];
+    assert_eq!(report["connections"]["opened"], 60, "{what}: {report}");
+    assert!(d["expected"].as_u64().unwrap() > 0, "{what}: {report}");
+    assert_eq!(d["received"], d["expected"], "{what}: {report}");
+    assert_eq!(d["lost"], 0, "{what}: {report}");
+    assert_eq!(d["duplicates"], 0, "{what}: {report}");
+    assert_eq!(d["out_of_order"], 0, "{what}: {report}");
+    assert!(
+        report["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{what}: {report}"
+    );
+    assert!(
+        report["server"]["peak_rss_mb"].as_f64().unwrap() > 0.0,
+        "{what}: {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_accounts_for_every_delivery_over_http_and_ws() {
+    let server = Server::start(&["--batch-ms", "50"]).await;
+    let dir = temp_path("bench-tool");
+    std::fs::create_dir_all(&dir).unwrap();
+    let http = bench(&server, &dir.join("http.json"), &["--send-via", "http"]);
+    assert_exact(&http, "http sends");
+    let ws = bench(&server, &dir.join("ws.json"), &["--send-via", "ws"]);
+    assert_exact(&ws, "ws sends");
+    server.assert_healthy().await;
+}
