@@ -85,6 +85,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub queue_bytes: usize,
 
+    /// Kernel send buffer of each viewer socket, in bytes (0: the kernel's autotuning, up to 4 MiB each). A cap keeps
+    /// viewers that stop reading from pinning kernel memory, which would slow every socket down under pressure.
+    #[arg(long, env = "DANMAKU_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
+    pub send_buffer_bytes: usize,
+
     /// Seconds of silence from a viewer after which the server pings it.
     #[arg(long, env = "DANMAKU_PING_SECS", default_value_t = 25)]
     pub ping_secs: u64,

@@ -67,8 +67,14 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         let hyper::upgrade::Parts { io, read_buf, .. } = parts;
         let early = Bytes::copy_from_slice(&read_buf);
         drop(read_buf);
+        let stream = io.into_inner();
+        if task_gw.args.send_buffer_bytes > 0 {
+            // Best effort: the kernel's autotuning stays if the cap cannot be set.
+            let _ = socket2::SockRef::from(&stream)
+                .set_send_buffer_size(task_gw.args.send_buffer_bytes);
+        }
         let id = task_gw.next_id.fetch_add(1, Ordering::Relaxed);
-        let viewer = Arc::new(Viewer::new(id, io.into_inner(), task_gw.args.queue_bytes));
+        let viewer = Arc::new(Viewer::new(id, stream, task_gw.args.queue_bytes));
         connection::run(task_gw, viewer, join, early).await;
     });
     let mut res = Response::new(Body::empty());
