@@ -15,7 +15,7 @@ def row(label, r):
         f'{c["opened"]:,}',
         f'{r["setup"]["rate"]:g}/s',
         f'{d["lost"]:,} ({d["loss_pct"]:.4f}%)',
-        f'{d["per_s"]/1e6:.2f}M',
+        f'{d["per_s"]:,.0f}',
         *(f'{lat[k]:.0f}' if k in lat else "-" for k in ("p50", "p90", "p99", "p999", "max")),
         f'{srv.get("cpu_pct", 0):.0f}%',
         f"{cpu_m:.3f}" if cpu_m is not None else "-",
@@ -24,7 +24,7 @@ def row(label, r):
     ]
 
 
-HEAD = ["run", "viewers", "rate", "loss", "deliv/s", "p50 ms", "p90", "p99", "p99.9", "max",
+HEAD = ["run", "viewers", "rate", "loss", "deliveries/s", "p50 ms", "p90", "p99", "p99.9", "max",
         "server cpu", "cpu s/M deliv", "server peak MiB", "bench cpu"]
 
 
