@@ -68,3 +68,66 @@ async fn bench_accounts_for_every_delivery_over_http_and_ws() {
     assert_exact(&ws, "ws sends");
     server.assert_healthy().await;
 }
+
+/// `--protocol plain` drives a peer server (here the raw writer of `bench/peers/raw`, which `scripts/test` builds):
+/// the bench numbers the comments itself and still accounts for every delivery.
+#[test]
+fn bench_drives_a_plain_peer() {
+    use std::io::BufRead;
+    let peer_bin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/bench/peers/raw/target/release/raw-peer"
+    );
+    let mut peer = std::process::Command::new(peer_bin)
+        .args(["--port", "0", "--batch-ms", "50"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the raw peer is built by scripts/test (bench/peers/install)");
+    let mut line = String::new();
+    std::io::BufReader::new(peer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listen line")
+        .to_owned();
+    let json = temp_path("bench-plain.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_danmaku"))
+        .args([
+            "bench",
+            "--url",
+            &format!("ws://{addr}"),
+            "--protocol",
+            "plain",
+        ])
+        .args([
+            "--rooms",
+            "2",
+            "--viewers",
+            "40",
+            "--rate",
+            "50",
+            "--duration",
+            "2",
+        ])
+        .args(["--server-pid", &peer.id().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let d = &report["deliveries"];
+    assert_eq!(report["connections"]["opened"], 40, "{report}");
+    assert!(d["expected"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(d["received"], d["expected"], "{report}");
+    assert_eq!(d["lost"], 0, "{report}");
+    assert_eq!(d["out_of_order"], 0, "{report}");
+}

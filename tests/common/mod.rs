@@ -814,39 +814,28 @@ impl RawWs {
 
     /// Next frame, or None at end of stream / connection error.
     pub async fn read_frame(&mut self) -> Option<RawFrame> {
-        within("a raw WebSocket frame", async {
-            loop {
-                if let Some((frame, used)) = parse_frame(&self.buf) {
-                    self.buf.drain(..used);
-                    return Some(frame);
-                }
-                let mut chunk = [0u8; 8192];
-                match self.stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
+        within("a raw WebSocket frame", self.next_frame()).await
+    }
+
+    /// Next frame with no deadline, or None at end of stream / connection error.
+    async fn next_frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
             }
-        })
-        .await
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
     }
 
     /// Assert that the peer closes the TCP connection (no further frame) within
     /// [`TIMEOUT`]; `what` explains the expectation in the failure message.
     pub async fn expect_eof(&mut self, what: &str) {
-        let next = tokio::time::timeout(TIMEOUT, async {
-            loop {
-                if let Some((frame, used)) = parse_frame(&self.buf) {
-                    self.buf.drain(..used);
-                    return Some(frame);
-                }
-                let mut chunk = [0u8; 8192];
-                match self.stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return None,
-                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-        })
-        .await;
+        let next = tokio::time::timeout(TIMEOUT, self.next_frame()).await;
         match next {
             Err(_) => panic!("{what}: the connection was still open after {TIMEOUT:?}"),
             Ok(Some(frame)) => panic!("{what}: got another frame instead: {frame:?}"),
