@@ -71,23 +71,30 @@ struct Conn {
     end: Option<End>,
 }
 
+impl Conn {
+    fn new(slot: usize, room: usize, protocol: Protocol, slow: bool) -> Self {
+        Conn {
+            slot,
+            room,
+            protocol,
+            slow,
+            live: protocol == Protocol::Plain,
+            pending: Vec::new(),
+            frag: Vec::new(),
+            frag_open: false,
+            frag_text: false,
+            out: Vec::new(),
+            end: None,
+        }
+    }
+}
+
 pub async fn run(shared: Rc<Shared>, slot: usize) {
     let spec = &shared.spec;
     let global = spec.first_viewer + slot;
     let room = plan::room_of(global, spec.rooms);
-    let mut conn = Conn {
-        slot,
-        room,
-        protocol: spec.protocol,
-        slow: shared.state.borrow().slots[slot].slow,
-        live: spec.protocol == Protocol::Plain,
-        pending: Vec::new(),
-        frag: Vec::new(),
-        frag_open: false,
-        frag_text: false,
-        out: Vec::new(),
-        end: None,
-    };
+    let slow = shared.state.borrow().slots[slot].slow;
+    let mut conn = Conn::new(slot, room, spec.protocol, slow);
     let Some(mut stream) = open(&shared, global, &mut conn).await else {
         let mut st = shared.state.borrow_mut();
         st.slots[slot].status = Status::Failed;
@@ -572,19 +579,7 @@ mod tests {
     }
 
     fn conn(slot: usize, protocol: Protocol) -> Conn {
-        Conn {
-            slot,
-            room: 0,
-            protocol,
-            slow: false,
-            live: protocol == Protocol::Plain,
-            pending: Vec::new(),
-            frag: Vec::new(),
-            frag_open: false,
-            frag_text: false,
-            out: Vec::new(),
-            end: None,
-        }
+        Conn::new(slot, 0, protocol, false)
     }
 
     /// An unmasked server frame.
