@@ -505,19 +505,20 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             conn.dropped += v;
             *conn.drop_reasons.entry(k.clone()).or_default() += v;
         }
-        d.expected += r.expected;
-        d.received += r.received;
-        d.lost += r.missing;
-        d.duplicates += r.duplicates;
-        d.out_of_order += r.late;
-        d.unexpected += r.unexpected;
+        let o = &r.outcome;
+        d.expected += o.expected;
+        d.received += o.received;
+        d.lost += o.missing;
+        d.duplicates += o.duplicates;
+        d.out_of_order += o.late;
+        d.unexpected += o.unexpected;
         d.measured += r.measured_deliveries;
         d.frames += r.frames;
         latency_viewers += r.latency_viewers;
-        if r.gaps_dropped > 0 {
+        if o.gaps_dropped > 0 {
             notes.push(format!(
                 "{} viewer gap records were given up (too many gaps)",
-                r.gaps_dropped
+                o.gaps_dropped
             ));
         }
     }

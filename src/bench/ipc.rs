@@ -81,13 +81,9 @@ pub struct WorkerResult {
     pub dropped: Vec<(String, u64)>,
     /// Why connections failed, with counts.
     pub connect_errors: Vec<(String, u64)>,
-    pub expected: u64,
-    pub received: u64,
-    pub missing: u64,
-    pub duplicates: u64,
-    pub late: u64,
-    pub unexpected: u64,
-    pub gaps_dropped: u64,
+    /// The viewers' accounts, summed.
+    #[serde(flatten)]
+    pub outcome: Outcome,
     /// Deliveries of comments sent in the measured window.
     pub measured_deliveries: u64,
     /// Every comment received, any window, any id.
@@ -99,18 +95,6 @@ pub struct WorkerResult {
     /// The slow viewers, outside every number above but the connection counts.
     #[serde(default)]
     pub slow: SlowViewers,
-}
-
-impl WorkerResult {
-    pub fn set_outcome(&mut self, o: &Outcome) {
-        self.expected = o.expected;
-        self.received = o.received;
-        self.missing = o.missing;
-        self.duplicates = o.duplicates;
-        self.late = o.late;
-        self.unexpected = o.unexpected;
-        self.gaps_dropped = o.gaps_dropped;
-    }
 }
 
 /// An empty latency histogram in µs (1 µs to 1 hour, 3 significant digits, growing if needed).

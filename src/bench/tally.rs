@@ -36,7 +36,7 @@ pub enum Seen {
 }
 
 /// One viewer's account at the end.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outcome {
     pub expected: u64,
     /// Distinct ids in `start+1..=last` received.

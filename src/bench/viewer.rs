@@ -696,7 +696,10 @@ mod tests {
             feed(&mut st, &sh, &mut c, &stream, 700_000 + slot as u64);
         }
         let r = sh.result(&[100]);
-        assert_eq!((r.expected, r.received, r.missing), (180, 180, 0));
+        assert_eq!(
+            (r.outcome.expected, r.outcome.received, r.outcome.missing),
+            (180, 180, 0)
+        );
         // Comments 15..=100 were sent at or after 15 000 µs.
         assert_eq!(r.measured_deliveries, 2 * 86);
         let h = ipc::decode_histogram(&r.histogram).unwrap();
@@ -827,7 +830,10 @@ mod tests {
             feed(&mut st, &sh, &mut c, &v1_stream(), 700_000);
         }
         let r = sh.result(&[100]);
-        assert_eq!((r.expected, r.received, r.missing), (90, 90, 0));
+        assert_eq!(
+            (r.outcome.expected, r.outcome.received, r.outcome.missing),
+            (90, 90, 0)
+        );
         assert_eq!(r.latency_viewers, 1);
         assert_eq!((r.slow.wanted, r.slow.opened), (1, 1));
         // Plain: slow from the connection on.

@@ -170,7 +170,7 @@ impl Shared {
             slow,
             ..WorkerResult::default()
         };
-        r.set_outcome(&total);
+        r.outcome = total;
         r
     }
 }

@@ -31,7 +31,6 @@ pub struct Registry {
 
 struct Slot {
     room: Arc<Room>,
-    viewers: usize,
     stop: CancellationToken,
 }
 
@@ -67,13 +66,8 @@ impl Registry {
                     .run(self.bus.clone(), self.settings, stop.clone()),
             );
             metrics::gauge!("danmaku_rooms").increment(1.0);
-            Slot {
-                room,
-                viewers: 0,
-                stop,
-            }
+            Slot { room, stop }
         });
-        slot.viewers += 1;
         slot.room.add(viewer);
         self.bus.add_viewers(id, 1);
         slot.room.clone()
@@ -86,9 +80,8 @@ impl Registry {
             return;
         };
         slot.room.remove(viewer);
-        slot.viewers -= 1;
         self.bus.add_viewers(id, -1);
-        if slot.viewers == 0
+        if slot.room.is_empty()
             && let Some(slot) = shard.remove(id)
         {
             slot.stop.cancel();

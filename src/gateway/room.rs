@@ -87,6 +87,11 @@ impl Room {
         self.delivered.load(Ordering::SeqCst)
     }
 
+    /// No member left on this gateway. Members change under the registry's lock, so the answer holds there.
+    pub fn is_empty(&self) -> bool {
+        self.members.load(Ordering::Relaxed) == 0
+    }
+
     /// Every member, for closing them all.
     pub fn members(&self) -> Vec<Arc<Viewer>> {
         self.shards.iter().flat_map(|s| s.lock().clone()).collect()
