@@ -121,9 +121,12 @@ impl Room {
         let mut online = tokio::time::interval(settings.online_interval);
         online.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_online = None;
-        // The fan-out under way. The batcher goes on reading the feed meanwhile, so a window starts when its first
-        // comment arrives, not when the previous fan-out ends; the next frame waits only for the writes.
+        // The fan-out under way. The batcher goes on reading the feed meanwhile, but a window opens only once the
+        // room's previous frame is written: under load, the fan-out's own length stretches the window, frames grow
+        // and fewer of them are written (see docs/architecture.md, Batching).
         let mut inflight: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        // The pending comments' window is open (the deadline is theirs).
+        let mut armed = false;
         // The pending comments' window is over: they go out as soon as no fan-out is under way.
         let mut due = false;
         let mut online_due = None;
@@ -159,16 +162,26 @@ impl Room {
                     }
                     if settings.window.is_zero() {
                         due = !batcher.pending.is_empty();
-                    } else if was_empty && !batcher.pending.is_empty() {
+                    } else if was_empty && !batcher.pending.is_empty() && inflight.is_none() {
                         deadline.as_mut().reset(Instant::now() + settings.window);
+                        armed = true;
                     }
                 }
-                _ = &mut deadline, if !due && !batcher.pending.is_empty() => due = true,
+                _ = &mut deadline, if armed => {
+                    armed = false;
+                    due = true;
+                }
                 _ = async {
                     if let Some(f) = inflight.as_mut() {
                         f.await;
                     }
-                }, if inflight.is_some() => inflight = None,
+                }, if inflight.is_some() => {
+                    inflight = None;
+                    if !settings.window.is_zero() && !armed && !due && !batcher.pending.is_empty() {
+                        deadline.as_mut().reset(Instant::now() + settings.window);
+                        armed = true;
+                    }
+                }
                 _ = online.tick() => {
                     let count = batcher.bus.online(&batcher.room.id);
                     if last_online != Some(count) {
