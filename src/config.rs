@@ -26,6 +26,10 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process: viewer WebSocket, HTTP API, in-process bus and history.
     Serve(ServeArgs),
+    /// Cluster role: hold viewers' WebSockets, following the rooms they watch on NATS.
+    Gateway(GatewayNodeArgs),
+    /// Cluster role: the HTTP API and the comments gateways forward, numbered and stored in JetStream.
+    Logic(LogicNodeArgs),
     /// Load a server: viewers over rooms, comments at a steady rate; reports loss, latency, CPU and memory.
     Bench(Box<crate::bench::BenchArgs>),
     /// A worker process of `danmaku bench`, started by it.
@@ -54,14 +58,91 @@ pub struct ServeArgs {
     pub shutdown_timeout_secs: u64,
 }
 
-/// The ingest side's settings.
+/// How a cluster node reaches NATS.
 #[derive(Args, Debug, Clone)]
-pub struct LogicArgs {
-    /// Comments kept per room for recovery and the history API.
+pub struct NatsArgs {
+    /// NATS server URL(s), comma separated; nats-server must run with JetStream (-js).
+    #[arg(long, env = "DANMAKU_NATS", default_value = "nats://127.0.0.1:4222")]
+    pub nats: String,
+
+    /// How often a gateway reports its viewers per room, in milliseconds; a count not renewed within three
+    /// periods (a dead gateway's) stops counting.
+    #[arg(long, env = "DANMAKU_PRESENCE_INTERVAL_MS", default_value_t = 1000)]
+    pub presence_interval_ms: u64,
+}
+
+impl NatsArgs {
+    pub fn presence_interval(&self) -> Duration {
+        Duration::from_millis(self.presence_interval_ms.max(10))
+    }
+}
+
+/// `danmaku gateway`: viewers' WebSockets, rooms followed on NATS, sends forwarded to the logic nodes.
+#[derive(Args, Debug, Clone)]
+pub struct GatewayNodeArgs {
+    /// TOML file whose keys set any of these flags.
+    #[arg(long, env = "DANMAKU_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (viewer WebSocket, /healthz, /metrics). Gateways on one machine may share it: the
+    /// socket is bound with SO_REUSEPORT and the kernel spreads connections over them.
+    #[arg(long, env = "DANMAKU_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Comments kept per room in this gateway's mirror, for recovery (as many as the logic nodes keep).
     #[arg(long, env = "DANMAKU_HISTORY", default_value_t = 1000)]
     pub history: usize,
 
-    /// Rooms whose history is kept; past it, the least recently used room without viewers is forgotten.
+    /// Largest client WebSocket message, in bytes.
+    #[arg(long, env = "DANMAKU_MAX_MESSAGE_BYTES", default_value_t = 4096)]
+    pub max_message_bytes: usize,
+
+    /// Seconds a forwarded `send` waits for a logic node's answer.
+    #[arg(long, env = "DANMAKU_INGEST_TIMEOUT_SECS", default_value_t = 5)]
+    pub ingest_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub gateway: GatewayArgs,
+
+    /// Seconds given to viewers to take their close frame on shutdown before the process exits.
+    #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `danmaku logic`: the HTTP API and the forwarded sends, over JetStream.
+#[derive(Args, Debug, Clone)]
+pub struct LogicNodeArgs {
+    /// TOML file whose keys set any of these flags.
+    #[arg(long, env = "DANMAKU_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (HTTP API, /healthz, /metrics); bound with SO_REUSEPORT, like gateways.
+    #[arg(long, env = "DANMAKU_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    #[command(flatten)]
+    pub logic: LogicArgs,
+
+    /// Seconds given to requests under way to finish on shutdown.
+    #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// The ingest side's settings.
+#[derive(Args, Debug, Clone)]
+pub struct LogicArgs {
+    /// Comments kept per room for recovery and the history API (in a cluster: JetStream's limit per room).
+    #[arg(long, env = "DANMAKU_HISTORY", default_value_t = 1000)]
+    pub history: usize,
+
+    /// Rooms whose history is kept; past it, the least recently used room without viewers is forgotten (in a
+    /// cluster: rooms whose next id a logic node remembers between comments; JetStream keeps every room).
     #[arg(long, env = "DANMAKU_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
 

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Serve(args) => danmaku::server::serve(args).await,
+            Command::Gateway(args) => danmaku::server::cluster::gateway(args).await,
+            Command::Logic(args) => danmaku::server::cluster::logic(args).await,
             Command::Bench(_) | Command::BenchWorker(_) => Ok(()),
         }
     });

@@ -1,24 +1,20 @@
-//! The in-process bus: each room's log is a bounded ring of encoded comments plus a broadcast feed, behind one
-//! lock per room in a sharded map, so appends to different rooms never contend and no lock is global.
+//! The in-process bus: one [`RoomLog`] per room, numbered here, behind one lock per room in a sharded map, so
+//! appends to different rooms never contend and no lock is global.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tokio::sync::broadcast;
 
-use super::{Entry, Feed, Replay};
+use super::log::{LogSubscription, RoomLog};
+use super::{AppendError, Entry, Replay, now_ms};
 use crate::protocol::RoomId;
 
 const SHARDS: usize = 64;
-/// Entries a subscriber may fall behind before it is told to replay; the gateway drains its feed continuously,
-/// so this only has to cover one fan-out pass.
-const FEED_CAPACITY: usize = 256;
 
-type Shard = Mutex<HashMap<RoomId, Arc<Mutex<RoomLog>>>>;
+type Shard = Mutex<HashMap<RoomId, Arc<Mutex<Room>>>>;
 
 pub struct LocalBus {
     shards: Box<[Shard]>,
@@ -28,23 +24,11 @@ pub struct LocalBus {
     rooms_per_shard: usize,
 }
 
-/// Every room log is in use: a new room cannot be created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
-
-#[derive(Default)]
-struct RoomLog {
-    last_id: u64,
+struct Room {
+    log: RoomLog,
     /// Bumped on every append: the eviction order.
     last_used: u64,
-    ring: VecDeque<Entry>,
-    /// Present only while some gateway subscribes, so rooms without viewers cost no feed buffer.
-    feed: Option<broadcast::Sender<Entry>>,
     online: u64,
-}
-
-pub struct LocalSubscription {
-    rx: broadcast::Receiver<Entry>,
 }
 
 impl LocalBus {
@@ -62,16 +46,27 @@ impl LocalBus {
         &self.shards[i]
     }
 
+    fn new_room(&self) -> Arc<Mutex<Room>> {
+        Arc::new(Mutex::new(Room {
+            log: RoomLog::new(self.history),
+            last_used: 0,
+            online: 0,
+        }))
+    }
+
     /// The log of a room that has viewers, created if needed: always granted, since viewers are bounded by
     /// connections.
-    fn watched_log(&self, room: &RoomId) -> Arc<Mutex<RoomLog>> {
+    fn watched(&self, room: &RoomId) -> Arc<Mutex<Room>> {
         let mut shard = self.shard(room).lock();
-        shard.entry(room.clone()).or_default().clone()
+        shard
+            .entry(room.clone())
+            .or_insert_with(|| self.new_room())
+            .clone()
     }
 
     /// The log a comment goes to. A new room needs a free place, made if need be by forgetting the least
     /// recently used room that nobody watches.
-    fn log_for_append(&self, room: &RoomId) -> Result<Arc<Mutex<RoomLog>>, Full> {
+    fn for_append(&self, room: &RoomId) -> Result<Arc<Mutex<Room>>, AppendError> {
         let mut shard = self.shard(room).lock();
         if let Some(log) = shard.get(room) {
             return Ok(log.clone());
@@ -79,9 +74,9 @@ impl LocalBus {
         if shard.len() >= self.rooms_per_shard {
             let victim = shard
                 .iter()
-                .filter_map(|(name, log)| {
-                    let log = log.lock();
-                    (log.feed.is_none() && log.online == 0).then_some((log.last_used, name))
+                .filter_map(|(name, r)| {
+                    let r = r.lock();
+                    (!r.log.is_watched() && r.online == 0).then_some((r.last_used, name))
                 })
                 .min()
                 .map(|(_, name)| name.clone());
@@ -89,134 +84,74 @@ impl LocalBus {
                 Some(name) => {
                     shard.remove(&name);
                 }
-                None => return Err(Full),
+                None => return Err(AppendError::Full),
             }
         }
-        Ok(shard.entry(room.clone()).or_default().clone())
+        Ok(shard
+            .entry(room.clone())
+            .or_insert_with(|| self.new_room())
+            .clone())
     }
 
-    fn existing(&self, room: &RoomId) -> Option<Arc<Mutex<RoomLog>>> {
+    fn existing(&self, room: &RoomId) -> Option<Arc<Mutex<Room>>> {
         self.shard(room).lock().get(room).cloned()
     }
 
     pub fn append(
         &self,
         room: &RoomId,
-        encode: impl FnOnce(u64, u64) -> Bytes,
-    ) -> Result<u64, Full> {
-        let log = self.log_for_append(room)?;
-        let mut log = log.lock();
-        let id = log.last_id + 1;
+        encode: impl Fn(u64, u64) -> Bytes,
+    ) -> Result<u64, AppendError> {
+        let r = self.for_append(room)?;
+        let mut r = r.lock();
+        let id = r.log.last_id() + 1;
         let ts = now_ms();
-        let entry = Entry {
+        r.log.push(Entry {
             id,
             json: encode(id, ts),
-        };
-        log.last_id = id;
-        log.last_used = ts;
-        if log.ring.len() == self.history {
-            log.ring.pop_front();
-        }
-        log.ring.push_back(entry.clone());
-        if let Some(feed) = &log.feed
-            && feed.send(entry).is_err()
-        {
-            // Every subscriber left: free the feed's buffer.
-            log.feed = None;
-        }
+        });
+        r.last_used = ts;
         Ok(id)
     }
 
-    pub fn subscribe(&self, room: &RoomId) -> (LocalSubscription, u64) {
-        let log = self.watched_log(room);
-        let mut log = log.lock();
-        let rx = match &log.feed {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = broadcast::channel(FEED_CAPACITY);
-                log.feed = Some(tx);
-                rx
-            }
-        };
-        (LocalSubscription { rx }, log.last_id)
+    pub fn subscribe(&self, room: &RoomId) -> (LogSubscription, u64) {
+        self.watched(room).lock().log.subscribe()
     }
 
     pub fn replay(&self, room: &RoomId, after: u64, upto: u64, limit: usize) -> Replay {
-        let Some(log) = self.existing(room) else {
-            return Replay {
+        match self.existing(room) {
+            Some(r) => r.lock().log.replay(after, upto, limit),
+            None => Replay {
                 entries: Vec::new(),
                 complete: after >= upto,
-            };
-        };
-        let log = log.lock();
-        let upto = upto.min(log.last_id);
-        if after >= upto {
-            return Replay {
-                entries: Vec::new(),
-                complete: true,
-            };
-        }
-        let oldest = log.ring.front().map_or(log.last_id + 1, |e| e.id);
-        // Ids are contiguous in the ring, so the wanted range is found by arithmetic.
-        let from = (after + 1).max(oldest);
-        let skip = (from - oldest) as usize;
-        let entries = log
-            .ring
-            .iter()
-            .skip(skip)
-            .take_while(|e| e.id <= upto)
-            .take(limit)
-            .cloned()
-            .collect();
-        Replay {
-            entries,
-            complete: after + 1 >= oldest,
+            },
         }
     }
 
     pub fn recent(&self, room: &RoomId, limit: usize) -> Vec<Entry> {
-        let Some(log) = self.existing(room) else {
-            return Vec::new();
-        };
-        let log = log.lock();
-        let skip = log.ring.len().saturating_sub(limit);
-        log.ring.iter().skip(skip).cloned().collect()
+        self.existing(room)
+            .map_or_else(Vec::new, |r| r.lock().log.recent(limit))
     }
 
     pub fn last_id(&self, room: &RoomId) -> u64 {
-        self.existing(room).map_or(0, |log| log.lock().last_id)
+        self.existing(room).map_or(0, |r| r.lock().log.last_id())
     }
 
     pub fn add_viewers(&self, room: &RoomId, delta: i64) {
-        let log = self.watched_log(room);
-        let mut log = log.lock();
-        log.online = log.online.saturating_add_signed(delta);
+        let r = self.watched(room);
+        let mut r = r.lock();
+        r.online = r.online.saturating_add_signed(delta);
     }
 
     pub fn online(&self, room: &RoomId) -> u64 {
-        self.existing(room).map_or(0, |log| log.lock().online)
+        self.existing(room).map_or(0, |r| r.lock().online)
     }
-}
-
-impl LocalSubscription {
-    pub async fn recv(&mut self) -> Feed {
-        match self.rx.recv().await {
-            Ok(entry) => Feed::Entry(entry),
-            Err(broadcast::error::RecvError::Lagged(_)) => Feed::Lagged,
-            Err(broadcast::error::RecvError::Closed) => Feed::Closed,
-        }
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bus::Feed;
 
     fn room(name: &str) -> RoomId {
         RoomId::parse(name).unwrap()

@@ -3,11 +3,14 @@
 //!
 //! Logic appends to a room's log; gateways subscribe to the rooms they have viewers in and replay from the log
 //! what the live feed could not give them (a late join, a `since`, a lagging feed). `danmaku serve` uses the
-//! in-process [`local::LocalBus`]; the variants of [`Bus`] are the deployments a gateway or logic node can run on.
+//! in-process [`local::LocalBus`]; a cluster's gateways and logic nodes use [`nats::NatsBus`]: the logs live in
+//! JetStream and each gateway mirrors the rooms it has viewers in.
 
 pub mod local;
+pub mod log;
+pub mod nats;
 
-pub use local::Full;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -39,14 +42,26 @@ pub enum Feed {
     Closed,
 }
 
+/// Why a comment could not be appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendError {
+    /// The room is new and the bus holds as many rooms as it may.
+    Full,
+    /// The store behind the bus did not take it (NATS unreachable, JetStream refusing); nothing was kept.
+    Unavailable(String),
+}
+
 /// The bus a process runs on.
 pub enum Bus {
     Local(local::LocalBus),
+    Nats(Box<nats::NatsBus>),
 }
 
 /// A gateway's live feed of one room.
 pub enum Subscription {
-    Local(local::LocalSubscription),
+    Local(log::LogSubscription),
+    /// The feed of a mirrored room, holding the mirror alive while it is read.
+    Nats(log::LogSubscription, nats::Watch),
 }
 
 impl Bus {
@@ -55,15 +70,16 @@ impl Bus {
     }
 
     /// Numbers a comment, stores it in the room's history and publishes it, atomically: ids are strictly
-    /// increasing per room and the feed carries them in order. `encode` receives the id and the accept time.
-    /// Fails when the room is new and the bus holds as many rooms as it may.
+    /// increasing per room and the feed carries them in order. `encode` receives the id and the accept time (it
+    /// may be called again if another logic node took the id first).
     pub async fn append(
         &self,
         room: &RoomId,
-        encode: impl FnOnce(u64, u64) -> Bytes,
-    ) -> Result<u64, Full> {
+        encode: impl Fn(u64, u64) -> Bytes,
+    ) -> Result<u64, AppendError> {
         match self {
             Bus::Local(b) => b.append(room, encode),
+            Bus::Nats(b) => b.append(room, encode).await,
         }
     }
 
@@ -75,6 +91,10 @@ impl Bus {
                 let (s, last) = b.subscribe(room);
                 (Subscription::Local(s), last)
             }
+            Bus::Nats(b) => {
+                let (s, watch, last) = b.subscribe(room).await;
+                (Subscription::Nats(s, watch), last)
+            }
         }
     }
 
@@ -82,6 +102,7 @@ impl Bus {
     pub async fn replay(&self, room: &RoomId, after: u64, upto: u64, limit: usize) -> Replay {
         match self {
             Bus::Local(b) => b.replay(room, after, upto, limit),
+            Bus::Nats(b) => b.replay(room, after, upto, limit).await,
         }
     }
 
@@ -89,6 +110,7 @@ impl Bus {
     pub async fn recent(&self, room: &RoomId, limit: usize) -> Vec<Entry> {
         match self {
             Bus::Local(b) => b.recent(room, limit),
+            Bus::Nats(b) => b.recent(room, limit).await,
         }
     }
 
@@ -96,6 +118,7 @@ impl Bus {
     pub async fn last_id(&self, room: &RoomId) -> u64 {
         match self {
             Bus::Local(b) => b.last_id(room),
+            Bus::Nats(b) => b.last_id(room).await,
         }
     }
 
@@ -103,6 +126,7 @@ impl Bus {
     pub fn add_viewers(&self, room: &RoomId, delta: i64) {
         match self {
             Bus::Local(b) => b.add_viewers(room, delta),
+            Bus::Nats(b) => b.add_viewers(room, delta),
         }
     }
 
@@ -110,6 +134,7 @@ impl Bus {
     pub fn online(&self, room: &RoomId) -> u64 {
         match self {
             Bus::Local(b) => b.online(room),
+            Bus::Nats(b) => b.online(room),
         }
     }
 }
@@ -117,7 +142,14 @@ impl Bus {
 impl Subscription {
     pub async fn recv(&mut self) -> Feed {
         match self {
-            Subscription::Local(s) => s.recv().await,
+            Subscription::Local(s) | Subscription::Nats(s, _) => s.recv().await,
         }
     }
+}
+
+/// Milliseconds since the Unix epoch: a comment's accept time.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -2,12 +2,13 @@
 //! which numbers them, keeps them as history and publishes them to the gateways.
 
 pub mod http;
+pub mod remote;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::bus::Bus;
+use crate::bus::{AppendError, Bus};
 use crate::config::LogicArgs;
 use crate::protocol::comment::Submission;
 use crate::protocol::{Draft, ErrorCode, Rejection, RoomId};
@@ -51,13 +52,25 @@ impl Logic {
                 return Err(r);
             }
         };
-        let Ok(id) = self.bus.append(room, |id, ts| draft.encode(id, ts)).await else {
-            metrics::counter!("danmaku_rejected_total", "code" => ErrorCode::Unavailable.as_str())
-                .increment(1);
-            return Err(Rejection::new(
-                ErrorCode::Unavailable,
-                "the server holds as many rooms as it may (--max-rooms); try again later",
-            ));
+        let id = match self.bus.append(room, |id, ts| draft.encode(id, ts)).await {
+            Ok(id) => id,
+            Err(e) => {
+                metrics::counter!("danmaku_rejected_total", "code" => ErrorCode::Unavailable.as_str())
+                    .increment(1);
+                return Err(match e {
+                    AppendError::Full => Rejection::new(
+                        ErrorCode::Unavailable,
+                        "the server holds as many rooms as it may (--max-rooms); try again later",
+                    ),
+                    AppendError::Unavailable(why) => {
+                        tracing::warn!(room = %room, "comment not stored: {why}");
+                        Rejection::new(
+                            ErrorCode::Unavailable,
+                            "the comment store did not confirm the comment; try again",
+                        )
+                    }
+                });
+            }
         };
         metrics::counter!("danmaku_comments_in_total").increment(1);
         Ok(id)

@@ -1,9 +1,11 @@
-//! `danmaku serve`: one process running every role over the in-process bus, on one port.
+//! Processes: `danmaku serve` (every role over the in-process bus, on one port) here, the cluster roles in
+//! [`cluster`], and the HTTP plumbing they share.
 //!
 //! The accept loop is our own (HTTP/1.1 only, through hyper) rather than `axum::serve`, so that an upgraded
 //! connection is a plain `TcpStream` the gateway can own, the request head has a deadline, and shutdown can stop
 //! accepting and then close every viewer with 1001.
 
+pub mod cluster;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -32,17 +34,8 @@ const FD_RESERVE: u64 = 256;
 
 /// Runs `serve` until SIGINT or SIGTERM.
 pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
-    let files = fdlimit::raise()?;
-    if args.gateway.max_viewers == 0 {
-        args.gateway.max_viewers = files.soft.saturating_sub(FD_RESERVE) as usize;
-    }
-    tracing::info!(
-        open_files = files.soft,
-        max_viewers = args.gateway.max_viewers,
-        "open-files limit raised from {}",
-        files.before
-    );
-    let listener = TcpListener::bind(args.listen).await?;
+    size_for_viewers(&mut args.gateway)?;
+    let listener = bind(args.listen, false)?;
     let addr = listener.local_addr()?;
     let prometheus = metrics::install();
     let bus = Arc::new(Bus::local(args.logic.history, args.logic.max_rooms));
@@ -62,19 +55,73 @@ pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
     // The one line scripts and tests wait for.
     println!("listening on {addr}");
     tracing::info!(%addr, "serving (in-process bus)");
+    let stop = stop_on_signals();
+    let grace = Duration::from_secs(args.shutdown_timeout_secs);
+    run(listener, app, Some(&gateway), &tasks, &stop, grace).await;
+    Ok(())
+}
 
+/// Raises the open-files limit and, unless set, admits as many viewers as it allows.
+fn size_for_viewers(args: &mut crate::config::GatewayArgs) -> std::io::Result<()> {
+    let files = fdlimit::raise()?;
+    if args.max_viewers == 0 {
+        args.max_viewers = files.soft.saturating_sub(FD_RESERVE) as usize;
+    }
+    tracing::info!(
+        open_files = files.soft,
+        max_viewers = args.max_viewers,
+        "open-files limit raised from {}",
+        files.before
+    );
+    Ok(())
+}
+
+/// A listening socket; with `reuse_port`, other processes may listen on the same address and the kernel spreads
+/// connections over them.
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// A token cancelled by the first SIGINT or SIGTERM.
+fn stop_on_signals() -> CancellationToken {
     let stop = CancellationToken::new();
     tokio::spawn(signals(stop.clone()));
-    accept_loop(listener, app, gateway.handshake_timeout(), &tasks, &stop).await;
+    stop
+}
 
-    tracing::info!("shutting down: closing viewers");
-    gateway.close_all();
+/// Serves `app` until `stop`, then closes every viewer with 1001 and gives connections `grace` to finish.
+async fn run(
+    listener: TcpListener,
+    app: Router,
+    gateway: Option<&Gateway>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    grace: Duration,
+) {
+    let handshake_timeout = gateway.map_or(Duration::from_secs(10), Gateway::handshake_timeout);
+    accept_loop(listener, app, handshake_timeout, tasks, stop).await;
+    if let Some(gateway) = gateway {
+        tracing::info!("shutting down: closing viewers");
+        gateway.close_all();
+    } else {
+        tracing::info!("shutting down");
+    }
     tasks.close();
-    let grace = Duration::from_secs(args.shutdown_timeout_secs);
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!("some connections did not finish within {grace:?}");
     }
-    Ok(())
 }
 
 /// `/healthz`, `/metrics` and the JSON 404/405 answers.

@@ -1,4 +1,4 @@
-//! Shared harness for the `danmaku serve` integration tests.
+//! Shared harness for the integration tests (`danmaku serve`, and the cluster roles with [`nats`]).
 //!
 //! It spawns the real binary on an ephemeral loopback port, reads the single
 //! `listening on 127.0.0.1:PORT` stdout line, drains stdout/stderr (keeping a tail of
@@ -10,6 +10,8 @@
 //! Every helper that waits on the network is bounded by [`TIMEOUT`] so that a hang turns
 //! into a test failure instead of a stuck CI job; no assertion depends on timing.
 #![allow(dead_code)]
+
+pub mod nats;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,11 +56,106 @@ pub fn temp_path(name: &str) -> std::path::PathBuf {
 // Server process
 // ---------------------------------------------------------------------------------------
 
-/// Builder for a `danmaku serve` child process.
+/// Builder for a `danmaku serve` (or `gateway`, `logic`) child process.
 pub struct ServerBuilder {
+    subcommand: &'static str,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     listen_flag: bool,
+}
+
+/// A spawned server that has not printed its listen line yet (a cluster node waiting for NATS, say).
+pub struct Spawned {
+    child: Child,
+    args: Vec<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_task: tokio::task::JoinHandle<()>,
+}
+
+impl Spawned {
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr contains `needle` (the process must still be running).
+    pub async fn wait_stderr(&mut self, needle: &str) {
+        within(format!("{needle:?} on stderr"), async {
+            loop {
+                if self.stderr().contains(needle) {
+                    return;
+                }
+                if let Some(status) = self.child.try_wait().expect("try_wait") {
+                    panic!(
+                        "process exited ({status}) before printing {needle:?}:\n{}",
+                        self.stderr()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+    }
+
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits for `listening on ADDR` on stdout.
+    pub async fn listening(mut self) -> Server {
+        let mut stdout = BufReader::new(self.child.stdout.take().expect("piped stdout"));
+        let mut first = Vec::new();
+        let read = tokio::time::timeout(TIMEOUT, stdout.read_until(b'\n', &mut first)).await;
+        let line = String::from_utf8_lossy(&first).trim_end().to_string();
+        let addr: Option<SocketAddr> = match read {
+            Ok(Ok(n)) if n > 0 => line
+                .strip_prefix("listening on ")
+                .and_then(|s| s.parse().ok()),
+            _ => None,
+        };
+        let mut child = self.child;
+        let Some(addr) = addr else {
+            let _ = child.start_kill();
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.stderr_task).await;
+            panic!(
+                "server did not print `listening on 127.0.0.1:PORT` as its first stdout line \
+                 (got {line:?}, read result {read:?}, exit {status:?}); args {:?}; stderr:\n{}",
+                self.args,
+                self.stderr.lock().unwrap()
+            );
+        };
+        assert_ne!(
+            addr.port(),
+            0,
+            "listen line must carry the bound port: {line:?}"
+        );
+
+        let extra_stdout = Arc::new(Mutex::new(Vec::new()));
+        let stdout_task = {
+            let extra = extra_stdout.clone();
+            tokio::spawn(async move {
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match stdout.read_until(b'\n', &mut line).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => extra
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&line).into_owned()),
+                    }
+                }
+            })
+        };
+
+        Server {
+            api: Api::new(addr),
+            child,
+            stderr: self.stderr,
+            extra_stdout,
+            stdout_task: Some(stdout_task),
+        }
+    }
 }
 
 impl ServerBuilder {
@@ -89,8 +186,13 @@ impl ServerBuilder {
     }
 
     pub async fn start(self) -> Server {
+        self.spawn().listening().await
+    }
+
+    /// Starts the process without waiting for its listen line.
+    pub fn spawn(self) -> Spawned {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_danmaku"));
-        cmd.arg("serve");
+        cmd.arg(self.subcommand);
         if self.listen_flag {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
@@ -138,58 +240,11 @@ impl ServerBuilder {
                 }
             })
         };
-
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut first = Vec::new();
-        let read = tokio::time::timeout(TIMEOUT, stdout.read_until(b'\n', &mut first)).await;
-        let line = String::from_utf8_lossy(&first).trim_end().to_string();
-        let addr: Option<SocketAddr> = match read {
-            Ok(Ok(n)) if n > 0 => line
-                .strip_prefix("listening on ")
-                .and_then(|s| s.parse().ok()),
-            _ => None,
-        };
-        let Some(addr) = addr else {
-            let _ = child.start_kill();
-            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
-            panic!(
-                "server did not print `listening on 127.0.0.1:PORT` as its first stdout line \
-                 (got {line:?}, read result {read:?}, exit {status:?}); args {:?}; stderr:\n{}",
-                self.args,
-                stderr_buf.lock().unwrap()
-            );
-        };
-        assert_ne!(
-            addr.port(),
-            0,
-            "listen line must carry the bound port: {line:?}"
-        );
-
-        let extra_stdout = Arc::new(Mutex::new(Vec::new()));
-        let stdout_task = {
-            let extra = extra_stdout.clone();
-            tokio::spawn(async move {
-                let mut line = Vec::new();
-                loop {
-                    line.clear();
-                    match stdout.read_until(b'\n', &mut line).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => extra
-                            .lock()
-                            .unwrap()
-                            .push(String::from_utf8_lossy(&line).into_owned()),
-                    }
-                }
-            })
-        };
-
-        Server {
-            api: Api::new(addr),
+        Spawned {
             child,
+            args: self.args,
             stderr: stderr_buf,
-            extra_stdout,
-            stdout_task: Some(stdout_task),
+            stderr_task,
         }
     }
 }
@@ -212,7 +267,13 @@ impl Deref for Server {
 
 impl Server {
     pub fn builder() -> ServerBuilder {
+        Self::builder_for("serve")
+    }
+
+    /// A builder for `danmaku SUBCOMMAND` (`gateway`, `logic`).
+    pub fn builder_for(subcommand: &'static str) -> ServerBuilder {
         ServerBuilder {
+            subcommand,
             args: Vec::new(),
             envs: Vec::new(),
             listen_flag: true,

@@ -1,0 +1,207 @@
+//! Ingest across processes: in a cluster a gateway forwards what its viewers `send` to the logic nodes over NATS
+//! request/reply, and the logic nodes answer from a queue group, so each comment is handled by exactly one of
+//! them and any number of them share the work.
+//!
+//! Both ends live here because they share the wire format: a request is the submission as JSON with its room; a
+//! reply is `{"id":N}` or `{"error":{"code":"...","message":"..."}}` with the same codes as every other answer.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, RequestErrorKind};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{BoxFuture, Ingest, Logic};
+use crate::protocol::comment::Submission;
+use crate::protocol::{ErrorCode, Rejection, RoomId};
+
+/// The subject gateways send comments to.
+pub const SUBJECT: &str = "danmaku.ingest";
+/// The queue group logic nodes answer in.
+pub const QUEUE: &str = "danmaku-logic";
+
+#[derive(Serialize, Deserialize)]
+struct Request<'a> {
+    #[serde(borrow)]
+    room: Cow<'a, str>,
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    text: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    color: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    mode: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Reply<'a> {
+    Id(u64),
+    Error {
+        code: &'a str,
+        #[serde(borrow)]
+        message: Cow<'a, str>,
+    },
+}
+
+/// A gateway's way to the logic nodes.
+pub struct RemoteIngest {
+    client: Client,
+    timeout: Duration,
+}
+
+impl RemoteIngest {
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        RemoteIngest { client, timeout }
+    }
+
+    async fn forward(&self, room: &RoomId, sub: Submission<'_>) -> Result<u64, Rejection> {
+        let request = Request {
+            room: room.as_str().into(),
+            user: sub.user.into(),
+            text: sub.text.into(),
+            color: sub.color.map(Into::into),
+            mode: sub.mode.map(Into::into),
+        };
+        let body = serde_json::to_vec(&request)
+            .map_err(|e| Rejection::new(ErrorCode::BadJson, e.to_string()))?;
+        let asked = tokio::time::timeout(self.timeout, self.client.request(SUBJECT, body.into()));
+        let message = match asked.await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => {
+                return Err(unavailable("no logic node is running; try again"));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("forwarding a comment to logic failed: {e}");
+                return Err(unavailable("no logic node answered; try again"));
+            }
+            Err(_) => return Err(unavailable("no logic node answered in time; try again")),
+        };
+        match serde_json::from_slice::<Reply<'_>>(&message.payload) {
+            Ok(Reply::Id(id)) => Ok(id),
+            Ok(Reply::Error { code, message }) => Err(Rejection::new(
+                ErrorCode::parse(code).unwrap_or(ErrorCode::Unavailable),
+                message.into_owned(),
+            )),
+            Err(e) => {
+                tracing::warn!("unreadable reply from logic: {e}");
+                Err(unavailable("logic answered something unreadable"))
+            }
+        }
+    }
+}
+
+fn unavailable(message: &'static str) -> Rejection {
+    Rejection::new(ErrorCode::Unavailable, message)
+}
+
+impl Ingest for RemoteIngest {
+    fn submit<'a>(
+        &'a self,
+        room: &'a RoomId,
+        sub: Submission<'a>,
+    ) -> BoxFuture<'a, Result<u64, Rejection>> {
+        Box::pin(self.forward(room, sub))
+    }
+}
+
+/// A logic node's side: answers forwarded comments from the queue group until `stop`. Each request is handled
+/// in its own task (appends to different rooms do not wait for each other).
+pub async fn answer(
+    logic: Arc<Logic>,
+    client: Client,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+) {
+    let mut requests = loop {
+        match client.queue_subscribe(SUBJECT, QUEUE.to_owned()).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!("cannot subscribe to {SUBJECT}: {e}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            m = requests.next() => m,
+            _ = stop.cancelled() => break,
+        };
+        let Some(message) = message else { break };
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        let logic = logic.clone();
+        let client = client.clone();
+        tasks.spawn(async move {
+            let answer = handle(&logic, &message.payload).await;
+            let body = match &answer {
+                Ok(id) => serde_json::to_vec(&Reply::Id(*id)),
+                Err(r) => serde_json::to_vec(&Reply::Error {
+                    code: r.code.as_str(),
+                    message: Cow::Borrowed(&r.message),
+                }),
+            };
+            if let Ok(body) = body {
+                let _ = client.publish(reply_to, body.into()).await;
+            }
+        });
+    }
+    // Stop taking new comments; the ones being handled finish and are answered.
+    let _ = requests.unsubscribe().await;
+}
+
+async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {
+    let request: Request<'_> = serde_json::from_slice(payload)
+        .map_err(|e| Rejection::new(ErrorCode::BadJson, format!("bad forwarded comment: {e}")))?;
+    let room = RoomId::parse(&request.room)?;
+    let sub = Submission {
+        user: &request.user,
+        text: &request.text,
+        color: request.color.as_deref(),
+        mode: request.mode.as_deref(),
+    };
+    logic.accept(&room, &sub).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let r = Request {
+            room: "r.1".into(),
+            user: "u".into(),
+            text: "hi \"there\"\n".into(),
+            color: None,
+            mode: Some("top".into()),
+        };
+        let bytes = serde_json::to_vec(&r).unwrap();
+        let back: Request<'_> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back.text, "hi \"there\"\n");
+        assert_eq!(back.mode.as_deref(), Some("top"));
+        assert!(back.color.is_none());
+        let ok = serde_json::to_string(&Reply::Id(7)).unwrap();
+        assert_eq!(ok, r#"{"id":7}"#);
+        let err = serde_json::to_vec(&Reply::Error {
+            code: "text_too_long",
+            message: "too long".into(),
+        })
+        .unwrap();
+        match serde_json::from_slice::<Reply<'_>>(&err).unwrap() {
+            Reply::Error { code, .. } => {
+                assert_eq!(ErrorCode::parse(code), Some(ErrorCode::TextTooLong))
+            }
+            Reply::Id(_) => panic!("an error reply read as an id"),
+        }
+    }
+}

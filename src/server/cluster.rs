@@ -1,0 +1,119 @@
+//! The cluster roles: `danmaku gateway` and `danmaku logic`, each a process on the NATS bus.
+//!
+//! Either one starts by reaching NATS and setting up its side of JetStream, retrying and saying why until it can
+//! (so a cluster may be started in any order); only then does it listen, and print `listening on ADDR`. Both
+//! bind with SO_REUSEPORT, so several of them can share one address on a machine whose per-process file limit
+//! caps the viewers one process can hold.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::task::TaskTracker;
+
+use super::{bind, common_routes, metrics, run, size_for_viewers, stop_on_signals};
+use crate::bus::Bus;
+use crate::bus::nats::{self, NatsBus, Role};
+use crate::config::{GatewayNodeArgs, LogicNodeArgs, NatsArgs};
+use crate::gateway::Gateway;
+use crate::logic::remote::{self, RemoteIngest};
+use crate::logic::{self, Logic};
+
+/// Connects to NATS and starts the bus; `None` when stopped first.
+async fn join(
+    nats: &NatsArgs,
+    name: &str,
+    role: Role,
+    history: usize,
+    max_rooms: usize,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Option<NatsBus> {
+    tracing::info!(url = %nats.nats, "connecting to NATS");
+    let (client, connected) = nats::connect(&nats.nats, name, stop).await?;
+    let options = nats::Options {
+        role,
+        history,
+        max_rooms,
+        presence_interval: nats.presence_interval(),
+    };
+    NatsBus::start(client, connected, options, stop).await
+}
+
+/// Runs a gateway until SIGINT or SIGTERM: its viewers are then closed with 1001, so they reconnect elsewhere.
+pub async fn gateway(mut args: GatewayNodeArgs) -> std::io::Result<()> {
+    size_for_viewers(&mut args.gateway)?;
+    let stop = stop_on_signals();
+    let Some(bus) = join(
+        &args.nats,
+        "danmaku-gateway",
+        Role::Gateway,
+        args.history,
+        0,
+        &stop,
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let ingest = Arc::new(RemoteIngest::new(
+        bus.client().clone(),
+        Duration::from_secs(args.ingest_timeout_secs.max(1)),
+    ));
+    let listener = bind(args.listen, true)?;
+    let addr = listener.local_addr()?;
+    let prometheus = metrics::install();
+    let tasks = TaskTracker::new();
+    let gateway = Arc::new(Gateway::new(
+        args.gateway.clone(),
+        args.max_message_bytes,
+        Arc::new(Bus::Nats(Box::new(bus))),
+        ingest,
+        tasks.clone(),
+    )?);
+    let app = gateway.routes().merge(common_routes(prometheus));
+    println!("listening on {addr}");
+    tracing::info!(%addr, nats = %args.nats.nats, "gateway serving");
+    let grace = Duration::from_secs(args.shutdown_timeout_secs);
+    run(listener, app, Some(&gateway), &tasks, &stop, grace).await;
+    Ok(())
+}
+
+/// Runs a logic node until SIGINT or SIGTERM: it stops taking comments, answers the ones under way, and exits.
+pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
+    let stop = stop_on_signals();
+    let Some(bus) = join(
+        &args.nats,
+        "danmaku-logic",
+        Role::Logic,
+        args.logic.history,
+        args.logic.max_rooms,
+        &stop,
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    let client = bus.client().clone();
+    let logic = Arc::new(Logic::new(
+        Arc::new(Bus::Nats(Box::new(bus))),
+        args.logic.clone(),
+    ));
+    let tasks = TaskTracker::new();
+    let answering = tokio::spawn(remote::answer(
+        logic.clone(),
+        client.clone(),
+        tasks.clone(),
+        stop.clone(),
+    ));
+    let listener = bind(args.listen, true)?;
+    let addr = listener.local_addr()?;
+    let prometheus = metrics::install();
+    let app = logic::http::routes(logic).merge(common_routes(prometheus));
+    println!("listening on {addr}");
+    tracing::info!(%addr, nats = %args.nats.nats, "logic node serving");
+    let grace = Duration::from_secs(args.shutdown_timeout_secs);
+    run(listener, app, None, &tasks, &stop, grace).await;
+    let _ = answering.await;
+    // Replies published by the last requests leave before the process does.
+    let _ = client.flush().await;
+    Ok(())
+}
