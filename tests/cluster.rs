@@ -187,6 +187,7 @@ async fn a_gateway_that_lost_nats_keeps_its_viewers_and_recovers_the_gap_from_je
     proxy.restore();
     // Nothing is posted after the gateway is back: only its catch-up from JetStream can bring them.
     assert_eq!(ids_until(&mut ws, 10).await, (4..=10).collect::<Vec<u64>>());
+    assert_eq!(g.metric("danmaku_nats_caught_up_total").await, Some(7.0));
     let id = l.post_comment(ROOM, "live again").await;
     assert_eq!(ids_until(&mut ws, id).await, vec![11]);
 }

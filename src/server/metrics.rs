@@ -64,6 +64,18 @@ fn describe() {
         "danmaku_feed_gaps_total",
         "Times a room's feed skipped comments older than history."
     );
+    describe_counter!(
+        "danmaku_nats_catch_ups_total",
+        "Cluster gateway: reads of a room's log from JetStream after a gap in the live feed or a reconnection."
+    );
+    describe_counter!(
+        "danmaku_nats_caught_up_total",
+        "Cluster gateway: comments recovered from JetStream that the live feed had not delivered."
+    );
+    describe_counter!(
+        "danmaku_nats_append_conflicts_total",
+        "Cluster logic: appends retried because another logic node took the room's next id first."
+    );
     describe_histogram!(
         "danmaku_fanout_seconds",
         Unit::Seconds,
@@ -78,6 +90,9 @@ fn describe() {
         "danmaku_bytes_out_total",
         "danmaku_slow_viewer_closes_total",
         "danmaku_feed_gaps_total",
+        "danmaku_nats_catch_ups_total",
+        "danmaku_nats_caught_up_total",
+        "danmaku_nats_append_conflicts_total",
     ] {
         metrics::counter!(counter).absolute(0);
     }

@@ -111,6 +111,7 @@ impl Appender {
                 }
                 Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
                     // Another node appended meanwhile: learn the room's new last message and try again.
+                    metrics::counter!("danmaku_nats_append_conflicts_total").increment(1);
                     *cursor = None;
                 }
                 Err(e) => {

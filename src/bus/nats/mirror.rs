@@ -228,11 +228,20 @@ impl Sync {
     async fn catch_up(&mut self) -> Result<(), history::Error> {
         let entries = history::read(&self.stream, &self.room, self.last_seq).await?;
         let mut log = self.log.lock();
+        let (first_load, mut recovered) = (log.last_id() == 0, 0);
         for (entry, seq) in entries {
             if entry.id > log.last_id() {
                 log.push(entry);
+                recovered += 1;
             }
             self.last_seq = seq;
+        }
+        if !first_load {
+            metrics::counter!("danmaku_nats_catch_ups_total").increment(1);
+            metrics::counter!("danmaku_nats_caught_up_total").increment(recovered);
+            if recovered > 0 {
+                tracing::info!(room = %self.room, recovered, "caught up from JetStream");
+            }
         }
         Ok(())
     }
