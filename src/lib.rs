@@ -3,7 +3,8 @@
 //! Data flows one way, and each role is a top-level module:
 //! sender -> [`logic`] (validate, id, history) -> [`bus`] (ordered room log, presence) -> [`gateway`] (batch per
 //! window, encode once, fan out) -> viewer. [`protocol`] is the wire contract every role shares; [`server`] wires
-//! the roles into one process for `danmaku serve`; [`bench`] is the load generator that measures them.
+//! the roles into processes (`serve`, and the cluster's `gateway` and `logic`); [`web`] serves the browser client;
+//! [`bench`] is the load generator that measures them.
 
 pub mod bench;
 pub mod bus;
@@ -13,3 +14,4 @@ pub mod gateway;
 pub mod logic;
 pub mod protocol;
 pub mod server;
+pub mod web;

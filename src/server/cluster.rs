@@ -69,7 +69,10 @@ pub async fn gateway(mut args: GatewayNodeArgs) -> std::io::Result<()> {
         ingest,
         tasks.clone(),
     )?);
-    let app = gateway.routes().merge(common_routes(prometheus));
+    let app = gateway
+        .routes()
+        .merge(crate::web::routes())
+        .merge(common_routes(prometheus));
     println!("listening on {addr}");
     tracing::info!(%addr, nats = %args.nats.nats, "gateway serving");
     let grace = Duration::from_secs(args.shutdown_timeout_secs);

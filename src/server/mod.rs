@@ -51,6 +51,7 @@ pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
     let app = gateway
         .routes()
         .merge(logic::http::routes(logic))
+        .merge(crate::web::routes())
         .merge(common_routes(prometheus));
     // The one line scripts and tests wait for.
     println!("listening on {addr}");
