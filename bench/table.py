@@ -3,7 +3,9 @@
 
 Arguments are LABEL=FILE. Labels ending in " (run N)" are runs of one configuration: after the runs, each such
 configuration gets a median row, and when one of them is "raw" a second table sets every median against raw's
-(the ratios the targets in docs/benchmarks.md are stated in).
+(the ratios the targets in docs/benchmarks.md are stated in). The server columns are summed over the server's
+processes; runs of a server of several processes (`--server-pid 1,2,3`) also get a "per process" table, one row
+per process.
 """
 import json
 import re
@@ -73,6 +75,15 @@ def median_row(name, runs):
     ]
 
 
+def process_rows(label, r):
+    """One row per server process, for a report of several (its `servers`); none otherwise."""
+    servers = r.get("servers") or []
+    if len(servers) < 2:
+        return []
+    return [[label, str(s.get("pid", "-")), f'{s.get("cpu_pct", 0):.0f}%', f'{s.get("peak_rss_mb", 0):.0f}']
+            for s in servers]
+
+
 def table(head, rows):
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -82,12 +93,14 @@ def table(head, rows):
 
 def main():
     rows = []
+    per_process = []
     groups = {}
     for arg in sys.argv[1:]:
         label, _, path = arg.partition("=")
         with open(path) as f:
             report = json.load(f)
         rows.append(row(label, report))
+        per_process.extend(process_rows(label, report))
         m = re.fullmatch(r"(.*) \(run \d+\)", label)
         if m:
             groups.setdefault(m.group(1), []).append(report)
@@ -95,6 +108,11 @@ def main():
         if len(runs) > 1:
             rows.append(median_row(name, runs))
     table(HEAD, rows)
+    if per_process:
+        print()
+        print("per process")
+        print()
+        table(["run", "pid", "cpu %", "peak RSS MiB"], per_process)
     if "raw" in groups and len(groups) > 1:
         med = lambda runs, get: statistics.median(get(r) for r in runs)
         p99 = lambda r: r["latency_ms"]["p99"]

@@ -22,7 +22,7 @@ use super::report::{
 use super::sender::{self, SendConfig, Sender};
 use super::{BenchArgs, Protocol, SendVia, WORKER_SUBCOMMAND, now_us, plan, procstat};
 
-/// Where the server is, from `--url`.
+/// Where the server is, from `--url` (or its HTTP API, from `--api-url`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// `Host` header: the URL's authority.
@@ -30,29 +30,25 @@ pub struct Target {
     pub port: u16,
     /// Host part alone, brackets removed, for resolving.
     pub hostname: String,
-    /// Path of the viewer WebSocket.
+    /// Path of the viewer WebSocket (`/` for the HTTP API).
     pub path: String,
 }
 
-/// Parses `ws://HOST[:PORT][/PATH]` (path `/ws` when none is given).
-pub fn parse_url(url: &str) -> Result<Target, String> {
-    let rest = url.strip_prefix("ws://").ok_or_else(|| {
-        format!("--url must start with ws:// (got {url:?}; wss is not supported)")
-    })?;
-    let (authority, path) = match rest.find('/') {
+/// Splits what follows the scheme into the authority and the path (empty when none).
+fn split_authority(rest: &str) -> (&str, &str) {
+    match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
-    };
-    if path.contains('?') || path.contains('#') {
-        return Err("--url must not have a query: the bench adds ?room=".into());
     }
-    let path = if path.is_empty() || path == "/" {
-        "/ws"
-    } else {
-        path
-    };
+}
+
+/// A target from a URL's authority (`HOST[:PORT]`, `[V6][:PORT]`; port 80 when none); `flag` names the URL in
+/// errors.
+fn target(flag: &str, authority: &str, path: &str) -> Result<Target, String> {
     let (hostname, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let close = v6.find(']').ok_or("--url has an unclosed [")?;
+        let close = v6
+            .find(']')
+            .ok_or_else(|| format!("{flag} has an unclosed ["))?;
         let port = v6[close + 1..].strip_prefix(':');
         (&v6[..close], port)
     } else {
@@ -62,12 +58,12 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         }
     };
     if hostname.is_empty() {
-        return Err("--url has no host".into());
+        return Err(format!("{flag} has no host"));
     }
     let port = match port {
         Some(p) => p
             .parse::<u16>()
-            .map_err(|_| format!("--url has a bad port {p:?}"))?,
+            .map_err(|_| format!("{flag} has a bad port {p:?}"))?,
         None => 80,
     };
     Ok(Target {
@@ -78,9 +74,58 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
+/// Parses `ws://HOST[:PORT][/PATH]` (path `/ws` when none is given).
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let rest = url.strip_prefix("ws://").ok_or_else(|| {
+        format!("--url must start with ws:// (got {url:?}; wss is not supported)")
+    })?;
+    let (authority, path) = split_authority(rest);
+    if path.contains('?') || path.contains('#') {
+        return Err("--url must not have a query: the bench adds ?room=".into());
+    }
+    let path = if path.is_empty() || path == "/" {
+        "/ws"
+    } else {
+        path
+    };
+    target("--url", authority, path)
+}
+
+/// Parses `http://HOST[:PORT][/]`, the base URL of the HTTP API (`--api-url`): its paths are the server's own
+/// (`/api/rooms/...`, `/metrics`), so the URL has none.
+pub fn parse_api_url(url: &str) -> Result<Target, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("--api-url must start with http:// (got {url:?}; https is not supported)")
+    })?;
+    let (authority, path) = split_authority(rest);
+    if !(path.is_empty() || path == "/") {
+        return Err(format!(
+            "--api-url must be http://HOST[:PORT] without a path (got {url:?}): the bench asks for /api/rooms/..."
+        ));
+    }
+    target("--api-url", authority, "/")
+}
+
+/// Where the HTTP API is: `--api-url`, or `--url`'s host and port.
+pub fn api_target(a: &BenchArgs, url: &Target) -> Result<Target, String> {
+    match &a.api_url {
+        Some(u) => parse_api_url(u),
+        None => Ok(Target {
+            path: "/".into(),
+            ..url.clone()
+        }),
+    }
+}
+
 /// Checks what clap cannot.
 pub fn validate(a: &BenchArgs) -> Result<(), String> {
-    parse_url(&a.url)?;
+    let url = parse_url(&a.url)?;
+    api_target(a, &url)?;
+    for (i, pid) in a.server_pid.iter().enumerate() {
+        if a.server_pid[..i].contains(pid) {
+            return Err(format!("--server-pid lists the process {pid} twice"));
+        }
+    }
     if a.rooms == 0 {
         return Err("--rooms must be at least 1".into());
     }
@@ -264,11 +309,60 @@ fn mb(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
+/// Readings of each server process (`--server-pid`, in order); `None` for one that cannot be read.
+fn sample_each(pids: &[u32]) -> Vec<Option<procstat::Sample>> {
+    pids.iter().map(|&p| procstat::sample(p)).collect()
+}
+
+/// Readings of one server process over a run: before the viewers connected, when the measured window began and
+/// ended, and after the drain.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerReadings {
+    before: Option<procstat::Sample>,
+    start: Option<procstat::Sample>,
+    end: Option<procstat::Sample>,
+    after: Option<procstat::Sample>,
+}
+
+/// One server process's usage over the measured window (no CPU time when the window's readings are missing).
+fn process_usage(
+    pid: u32,
+    r: &ServerReadings,
+    measured_secs: f64,
+    measured_deliveries: u64,
+) -> Usage {
+    let cpu = match (r.start, r.end) {
+        (Some(s), Some(e)) => (e.cpu_secs - s.cpu_secs).max(0.0),
+        _ => 0.0,
+    };
+    Usage {
+        pid: Some(pid),
+        processes: 1,
+        cpu_pct: cpu * 100.0 / measured_secs.max(1e-9),
+        cpu_secs: cpu,
+        cpu_secs_per_million: (measured_deliveries > 0)
+            .then(|| cpu * 1e6 / measured_deliveries as f64),
+        rss_before_mb: r.before.map_or(0.0, |s| mb(s.rss_kb)),
+        rss_start_mb: r.start.map_or(0.0, |s| mb(s.rss_kb)),
+        rss_end_mb: r.after.map_or(0.0, |s| mb(s.rss_kb)),
+        peak_rss_mb: r.after.map_or(0.0, |s| mb(s.hwm_kb)),
+    }
+}
+
 async fn run(a: &BenchArgs) -> Result<Report, String> {
     let t0 = std::time::Instant::now();
     let target = parse_url(&a.url)?;
     let addr = resolve(&target)?;
+    let api = api_target(a, &target)?;
+    let api_addr = if a.api_url.is_some() {
+        resolve(&api)?
+    } else {
+        addr
+    };
     let mut notes = Vec::new();
+    if a.api_url.is_some() && a.protocol == Protocol::Plain {
+        notes.push("--api-url is not used in plain mode (comments go over the WebSockets)".into());
+    }
     let bind_sources = matches!(addr.ip(), IpAddr::V4(ip) if ip.is_loopback());
 
     let nofile =
@@ -318,16 +412,28 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     };
     let drain = drain_secs(a);
     let me = std::process::id();
-    let server_before = a.server_pid.and_then(procstat::sample);
-    if a.server_pid.is_some() && server_before.is_none() {
-        notes.push("--server-pid: the process cannot be read in /proc".into());
-    }
-    let rss_sampler = a
+    let server_before = sample_each(&a.server_pid);
+    let unreadable: Vec<String> = a
         .server_pid
-        .map(|pid| procstat::RssSampler::start(pid, Duration::from_secs_f64(a.rss_interval), t0));
+        .iter()
+        .zip(&server_before)
+        .filter(|(_, s)| s.is_none())
+        .map(|(p, _)| p.to_string())
+        .collect();
+    if a.server_pid.len() == 1 && !unreadable.is_empty() {
+        notes.push("--server-pid: the process cannot be read in /proc".into());
+    } else if !unreadable.is_empty() {
+        notes.push(format!(
+            "--server-pid: process(es) {} cannot be read in /proc",
+            unreadable.join(", ")
+        ));
+    }
+    let rss_sampler = (!a.server_pid.is_empty()).then(|| {
+        procstat::RssSampler::start(&a.server_pid, Duration::from_secs_f64(a.rss_interval), t0)
+    });
     let slow_wanted = plan::slow_count(a.viewers, a.rooms, a.slow_fraction) as u64;
     let slow_closes_before = if slow_wanted > 0 && a.protocol == Protocol::V1 {
-        slow_closes_metric(addr, &target.host).await
+        slow_closes_metric(api_addr, &api.host).await
     } else {
         None
     };
@@ -336,9 +442,11 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     // The sender first, and the connection that asks for the rooms' last ids at the end: a server that runs out
     // of descriptors for viewers still takes the comments.
     let cfg = SendConfig {
-        target: addr,
-        host: target.host.clone(),
+        ws_target: addr,
+        ws_host: target.host.clone(),
         ws_path: target.path.clone(),
+        api_target: api_addr,
+        api_host: api.host.clone(),
         protocol: a.protocol,
         via: a.send_via,
         rooms: a.rooms,
@@ -399,9 +507,9 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         (send_secs * 10.0).ceil() as u64,
         "{spinner} sending [{bar:30}] {elapsed} {msg}",
     );
-    let mut at_measure: Option<(Option<procstat::Sample>, Side)> = if a.warmup == 0.0 {
+    let mut at_measure: Option<(Vec<Option<procstat::Sample>>, Side)> = if a.warmup == 0.0 {
         Some((
-            a.server_pid.and_then(procstat::sample),
+            sample_each(&a.server_pid),
             sample_pids(&fleet.pids_with(me)),
         ))
     } else {
@@ -414,7 +522,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             r = &mut send_task => break r.map_err(|e| format!("the sender failed: {e}"))?,
             ev = fleet.rx.recv() => fleet.apply(ev)?,
             _ = tokio::time::sleep_until(measure_start), if at_measure.is_none() => {
-                at_measure = Some((a.server_pid.and_then(procstat::sample), sample_pids(&fleet.pids_with(me))));
+                at_measure = Some((sample_each(&a.server_pid), sample_pids(&fleet.pids_with(me))));
             }
             _ = tick.tick() => {
                 let p = fleet.totals();
@@ -437,7 +545,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             }
         }
     };
-    let server_end = a.server_pid.and_then(procstat::sample);
+    let server_end = sample_each(&a.server_pid);
     let bench_end = sample_pids(&fleet.pids_with(me));
     let measured_secs = send_end
         .saturating_duration_since(measure_start)
@@ -465,14 +573,14 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             "{unanswered} room(s) did not answer GET /api/rooms/ROOM: their last id is the highest the sender saw accepted"
         ));
     }
-    let server_after = a.server_pid.and_then(procstat::sample);
+    let server_after = sample_each(&a.server_pid);
     let bench_after = sample_pids(&fleet.pids_with(me));
 
     // Results (the workers first read their slow viewers' sockets to the end).
     fleet.command(&Command::Stop { last_ids }).await?;
     let results = fleet.results().await?;
     let slow_closes_after = match slow_closes_before {
-        Some(_) => slow_closes_metric(addr, &target.host).await,
+        Some(_) => slow_closes_metric(api_addr, &api.host).await,
         None => None,
     };
     let since_t0 = |t: Instant| t.into_std().saturating_duration_since(t0).as_secs_f64();
@@ -484,7 +592,8 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             since_t0(send_end),
         )
     });
-    let (at_measure_server, at_measure_bench) = at_measure.unwrap_or((None, bench_end));
+    let (at_measure_server, at_measure_bench) =
+        at_measure.unwrap_or_else(|| (vec![None; a.server_pid.len()], bench_end));
 
     let mut conn = Connections {
         wanted: a.viewers as u64,
@@ -531,23 +640,21 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     let hist = ipc::merge_histograms(results.iter().map(|r| r.histogram.as_str()))?;
     let per_million = |cpu: f64| (d.measured > 0).then(|| cpu * 1e6 / d.measured as f64);
 
-    let server = a.server_pid.map(|pid| {
-        let cpu = match (at_measure_server, server_end) {
-            (Some(s), Some(e)) => (e.cpu_secs - s.cpu_secs).max(0.0),
-            _ => 0.0,
-        };
-        Usage {
-            pid: Some(pid),
-            processes: 1,
-            cpu_pct: cpu * 100.0 / measured_secs.max(1e-9),
-            cpu_secs: cpu,
-            cpu_secs_per_million: per_million(cpu),
-            rss_before_mb: server_before.map_or(0.0, |s| mb(s.rss_kb)),
-            rss_start_mb: at_measure_server.map_or(0.0, |s| mb(s.rss_kb)),
-            rss_end_mb: server_after.map_or(0.0, |s| mb(s.rss_kb)),
-            peak_rss_mb: server_after.map_or(0.0, |s| mb(s.hwm_kb)),
-        }
-    });
+    let servers: Vec<Usage> = a
+        .server_pid
+        .iter()
+        .enumerate()
+        .map(|(i, &pid)| {
+            let readings = ServerReadings {
+                before: server_before[i],
+                start: at_measure_server[i],
+                end: server_end[i],
+                after: server_after[i],
+            };
+            process_usage(pid, &readings, measured_secs, d.measured)
+        })
+        .collect();
+    let server = Usage::sum(&servers);
     let bench_cpu = (bench_end.cpu - at_measure_bench.cpu).max(0.0);
     let bench = Usage {
         pid: Some(me),
@@ -594,6 +701,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
     Ok(Report {
         setup: Setup {
             url: a.url.clone(),
+            api_url: a.api_url.clone(),
             protocol: format!("{:?}", a.protocol).to_lowercase(),
             send_via: if a.protocol == Protocol::Plain {
                 "ws".into()
@@ -623,6 +731,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         deliveries: d,
         latency_ms: Latency::from_histogram(&hist, latency_viewers),
         server,
+        servers,
         server_rss,
         bench,
         slow_viewers,
@@ -888,6 +997,133 @@ mod tests {
             (args(&[]).slow_fraction, args(&[]).rss_interval),
             (0.0, 1.0)
         );
+    }
+
+    #[test]
+    fn server_pids_are_a_list() {
+        assert!(args(&[]).server_pid.is_empty());
+        assert_eq!(args(&["--server-pid", "42"]).server_pid, vec![42]);
+        assert_eq!(args(&["--server-pid", "1,2,3"]).server_pid, vec![1, 2, 3]);
+        assert_eq!(args(&["--server-pid=7,8"]).server_pid, vec![7, 8]);
+        assert_eq!(
+            args(&["--server-pid", "1", "--server-pid", "2,3"]).server_pid,
+            vec![1, 2, 3]
+        );
+        for bad in ["1,x", "-1", "1,,2", ""] {
+            assert!(
+                Cli::try_parse_from(["bench", "--server-pid", bad]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(validate(&args(&["--server-pid", "1,2,3"])).is_ok());
+        let twice = validate(&args(&["--server-pid", "1,2", "--server-pid", "1"]));
+        assert_eq!(
+            twice,
+            Err("--server-pid lists the process 1 twice".to_owned())
+        );
+    }
+
+    #[test]
+    fn api_urls() {
+        let url = parse_url("ws://127.0.0.1:8080/live").unwrap();
+        // By default the API is on --url's host and port.
+        let t = api_target(&args(&[]), &url).unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.hostname.as_str()),
+            ("127.0.0.1:8080", 8080, "127.0.0.1")
+        );
+        let t = api_target(&args(&["--api-url", "http://127.0.0.1:8081"]), &url).unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.hostname.as_str()),
+            ("127.0.0.1:8081", 8081, "127.0.0.1")
+        );
+        let t = parse_api_url("http://logic-1/").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("logic-1", 80));
+        let t = parse_api_url("http://[::1]:9000").unwrap();
+        assert_eq!((t.hostname.as_str(), t.port), ("::1", 9000));
+        for bad in [
+            "ws://127.0.0.1:8081",
+            "https://127.0.0.1:8081",
+            "127.0.0.1:8081",
+            "http://127.0.0.1:8081/api",
+            "http://h/?x=1",
+            "http://:8081",
+            "http://h:x",
+            "http://[::1",
+        ] {
+            let e = parse_api_url(bad).unwrap_err();
+            assert!(e.starts_with("--api-url"), "{bad:?}: {e}");
+            assert!(validate(&args(&["--api-url", bad])).is_err(), "{bad:?}");
+        }
+        assert_eq!(args(&[]).api_url, None);
+        assert!(validate(&args(&["--api-url", "http://127.0.0.1:8081"])).is_ok());
+        // --url's errors still name --url.
+        assert_eq!(
+            parse_url("ws://h:x"),
+            Err("--url has a bad port \"x\"".into())
+        );
+    }
+
+    #[test]
+    fn server_usage_per_process() {
+        let at = |cpu_secs: f64, rss_kb: u64, hwm_kb: u64| {
+            Some(procstat::Sample {
+                cpu_secs,
+                rss_kb,
+                hwm_kb,
+            })
+        };
+        let r = ServerReadings {
+            before: at(1.0, 10_240, 10_240),
+            start: at(2.0, 20_480, 20_480),
+            end: at(7.0, 30_720, 40_960),
+            after: at(7.5, 25_600, 51_200),
+        };
+        let u = process_usage(9, &r, 10.0, 2_000_000);
+        assert_eq!(
+            u,
+            Usage {
+                pid: Some(9),
+                processes: 1,
+                cpu_pct: 50.0,
+                cpu_secs: 5.0,
+                cpu_secs_per_million: Some(2.5),
+                rss_before_mb: 10.0,
+                rss_start_mb: 20.0,
+                rss_end_mb: 25.0,
+                peak_rss_mb: 50.0,
+            }
+        );
+        // One process alone: the total is that process.
+        assert_eq!(Usage::sum(std::slice::from_ref(&u)), Some(u.clone()));
+        // Two: CPU and memory add up, the pid is the first one's.
+        let other = process_usage(10, &r, 10.0, 2_000_000);
+        let total = Usage::sum(&[u, other]).unwrap();
+        assert_eq!(
+            (total.pid, total.processes, total.cpu_pct, total.cpu_secs),
+            (Some(9), 2, 100.0, 10.0)
+        );
+        assert_eq!(
+            (
+                total.cpu_secs_per_million,
+                total.peak_rss_mb,
+                total.rss_end_mb
+            ),
+            (Some(5.0), 100.0, 50.0)
+        );
+        // A process read at no point of the window has no CPU time; no deliveries, no CPU per million.
+        let gone = ServerReadings { start: None, ..r };
+        let u = process_usage(11, &gone, 10.0, 0);
+        assert_eq!(
+            (
+                u.cpu_secs,
+                u.cpu_pct,
+                u.cpu_secs_per_million,
+                u.rss_start_mb
+            ),
+            (0.0, 0.0, None, 0.0)
+        );
+        assert_eq!(u.peak_rss_mb, 50.0);
     }
 
     #[test]

@@ -51,9 +51,16 @@ pub enum SendVia {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Server to load: viewers connect to URL's path (default /ws) with ?room=ROOM; HTTP sends use its host.
+    /// Server to load: viewers connect to URL's path (default /ws) with ?room=ROOM; HTTP sends use its host
+    /// unless --api-url is given.
     #[arg(long, default_value = "ws://127.0.0.1:8080")]
     pub url: String,
+
+    /// Base URL of the HTTP API (http://HOST[:PORT]), when it is not on --url's host and port (a cluster's logic
+    /// nodes behind gateways): `--send-via http` posts, the end-of-run GET /api/rooms/ROOM and GET /metrics go
+    /// there [default: --url's host and port].
+    #[arg(long, value_name = "URL")]
+    pub api_url: Option<String>,
 
     /// Rooms, named <ROOM_PREFIX>0, <ROOM_PREFIX>1, ...
     #[arg(long, default_value_t = 1)]
@@ -95,11 +102,13 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1.0)]
     pub latency_sample: f64,
 
-    /// Also report this process's CPU and memory (the server under test, on this machine), and its RSS over time.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Also report the CPU and memory of the server under test (processes on this machine) and its RSS over time:
+    /// several processes (a cluster) as --server-pid 1,2,3 or a repeated flag, reported summed and one by one.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
-    /// Seconds between two samples of the server's RSS (with --server-pid), from the start to the end of the run.
+    /// Seconds between two samples of the server's RSS (with --server-pid; summed over its processes), from the
+    /// start to the end of the run.
     #[arg(long, default_value_t = 1.0)]
     pub rss_interval: f64,
 

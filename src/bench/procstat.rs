@@ -32,8 +32,16 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     status_kb(&status, "VmRSS:")
 }
 
-/// Samples a process's RSS on its own thread (so a busy runtime does not delay it) at a fixed interval from a
-/// start instant, until [`RssSampler::finish`].
+/// The summed RSS in kB of the processes `read` can read (a process that is gone adds nothing); `None` when it
+/// reads none of them.
+pub fn summed_rss_kb(pids: &[u32], read: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    pids.iter()
+        .filter_map(|&p| read(p))
+        .fold(None, |sum, kb| Some(sum.unwrap_or(0) + kb))
+}
+
+/// Samples the summed RSS of some processes on its own thread (so a busy runtime does not delay it) at a fixed
+/// interval from a start instant, until [`RssSampler::finish`].
 pub struct RssSampler {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<Vec<(f64, u64)>>,
@@ -41,13 +49,14 @@ pub struct RssSampler {
 
 impl RssSampler {
     /// Samples at once, then at `t0 + k * interval` (a late sample skips the ticks it missed).
-    pub fn start(pid: u32, interval: Duration, t0: Instant) -> RssSampler {
+    pub fn start(pids: &[u32], interval: Duration, t0: Instant) -> RssSampler {
         let (stop, rx) = mpsc::channel::<()>();
         let interval = interval.max(Duration::from_millis(1));
+        let pids = pids.to_vec();
         let thread = std::thread::spawn(move || {
             let mut samples = Vec::new();
             let take = |samples: &mut Vec<(f64, u64)>| {
-                if let Some(kb) = rss_kb(pid) {
+                if let Some(kb) = summed_rss_kb(&pids, rss_kb) {
                     samples.push((t0.elapsed().as_secs_f64(), kb));
                 }
             };
@@ -125,7 +134,7 @@ mod tests {
     #[test]
     fn rss_is_sampled_at_the_interval_until_finished() {
         let t0 = Instant::now();
-        let sampler = RssSampler::start(std::process::id(), Duration::from_millis(20), t0);
+        let sampler = RssSampler::start(&[std::process::id()], Duration::from_millis(20), t0);
         std::thread::sleep(Duration::from_millis(130));
         let samples = sampler.finish();
         // One at once, one per 20 ms tick, one at the finish.
@@ -135,8 +144,23 @@ mod tests {
         assert!(samples[0].0 < 0.02 && samples[samples.len() - 1].0 >= 0.13);
         assert_eq!(rss_kb(std::process::id()).map(|kb| kb > 0), Some(true));
         // A process that is not there gives no samples, and the sampler still stops.
-        let gone = RssSampler::start(u32::MAX, Duration::from_millis(5), Instant::now());
+        let gone = RssSampler::start(&[u32::MAX], Duration::from_millis(5), Instant::now());
         assert!(gone.finish().is_empty());
+    }
+
+    #[test]
+    fn rss_of_several_processes_is_summed() {
+        let read = |pid: u32| match pid {
+            1 => Some(1000),
+            2 => Some(234),
+            _ => None,
+        };
+        assert_eq!(summed_rss_kb(&[1], read), Some(1000));
+        assert_eq!(summed_rss_kb(&[1, 2], read), Some(1234));
+        // A process that is gone adds nothing; none readable gives no sample.
+        assert_eq!(summed_rss_kb(&[1, 9, 2], read), Some(1234));
+        assert_eq!(summed_rss_kb(&[9], read), None);
+        assert_eq!(summed_rss_kb(&[], read), None);
     }
 
     #[test]

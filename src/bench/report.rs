@@ -15,8 +15,12 @@ pub struct Report {
     pub deliveries: Deliveries,
     /// Absent when no viewer recorded latency.
     pub latency_ms: Option<Latency>,
+    /// The server under test (with `--server-pid`), summed over its processes.
     pub server: Option<Usage>,
-    /// The server's resident memory over the whole run (with `--server-pid`).
+    /// Each of the server's processes, in `--server-pid` order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<Usage>,
+    /// The server's resident memory over the whole run (with `--server-pid`), summed over its processes.
     pub server_rss: Option<RssOverTime>,
     pub bench: Usage,
     /// Viewers that stopped reading after they joined (with `--slow-fraction`); `connections` counts them,
@@ -28,6 +32,9 @@ pub struct Report {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Setup {
     pub url: String,
+    /// `--api-url`, when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
     pub protocol: String,
     pub send_via: String,
     pub rooms: usize,
@@ -117,8 +124,9 @@ impl Latency {
 }
 
 /// CPU and memory of one side over the measured window.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Usage {
+    /// The process (the first one of several).
     pub pid: Option<u32>,
     pub processes: usize,
     /// Percent of one core.
@@ -131,8 +139,34 @@ pub struct Usage {
     /// When sending started, every viewer connected.
     pub rss_start_mb: f64,
     pub rss_end_mb: f64,
-    /// VmHWM (summed over processes for the bench).
+    /// VmHWM (summed over processes: each process's own peak, not the peak of the sum).
     pub peak_rss_mb: f64,
+}
+
+impl Usage {
+    /// The total of several processes' usages (`pid` the first one's); `None` without any.
+    pub fn sum(parts: &[Usage]) -> Option<Usage> {
+        let first = parts.first()?;
+        let mut total = Usage {
+            pid: first.pid,
+            ..Usage::default()
+        };
+        for u in parts {
+            total.processes += u.processes;
+            total.cpu_pct += u.cpu_pct;
+            total.cpu_secs += u.cpu_secs;
+            total.cpu_secs_per_million = match (total.cpu_secs_per_million, u.cpu_secs_per_million)
+            {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+            total.rss_before_mb += u.rss_before_mb;
+            total.rss_start_mb += u.rss_start_mb;
+            total.rss_end_mb += u.rss_end_mb;
+            total.peak_rss_mb += u.peak_rss_mb;
+        }
+        Some(total)
+    }
 }
 
 /// The slow viewers: they read their socket until joined (v1: the `hello`; plain: the upgrade) and never again
@@ -289,7 +323,7 @@ impl Report {
         if let Some(l) = &mut self.latency_ms {
             l.mean = r3(l.mean);
         }
-        if let Some(s) = &mut self.server {
+        for s in self.server.iter_mut().chain(&mut self.servers) {
             s.tidy();
         }
         if let Some(r) = &mut self.server_rss {
@@ -331,9 +365,13 @@ fn map(m: &BTreeMap<String, u64>) -> String {
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
     let s = &r.setup;
+    let api = s
+        .api_url
+        .as_ref()
+        .map_or(String::new(), |u| format!("  api {u}"));
     let _ = writeln!(
         o,
-        "danmaku bench  {}  protocol {}  send via {}",
+        "danmaku bench  {}{api}  protocol {}  send via {}",
         s.url, s.protocol, s.send_via
     );
     let _ = writeln!(
@@ -441,7 +479,18 @@ pub fn render(r: &Report) -> String {
         );
     };
     if let Some(sv) = &r.server {
-        row(&mut o, format!("server (pid {})", sv.pid.unwrap_or(0)), sv);
+        if r.servers.len() > 1 {
+            row(
+                &mut o,
+                format!("server ({} processes)", r.servers.len()),
+                sv,
+            );
+            for p in &r.servers {
+                row(&mut o, format!("  pid {}", p.pid.unwrap_or(0)), p);
+            }
+        } else {
+            row(&mut o, format!("server (pid {})", sv.pid.unwrap_or(0)), sv);
+        }
     }
     row(
         &mut o,
@@ -535,9 +584,17 @@ mod tests {
         for v in 1..=1000 {
             h.record(v * 100).unwrap();
         }
+        let server = Usage {
+            pid: Some(42),
+            processes: 1,
+            cpu_pct: 12.5,
+            cpu_secs_per_million: Some(3.1),
+            ..Usage::default()
+        };
         Report {
             setup: Setup {
                 url: "ws://127.0.0.1:8080".into(),
+                api_url: None,
                 protocol: "v1".into(),
                 send_via: "http".into(),
                 rooms: 10,
@@ -570,13 +627,8 @@ mod tests {
                 ..Deliveries::default()
             },
             latency_ms: Latency::from_histogram(&h, 2000),
-            server: Some(Usage {
-                pid: Some(42),
-                processes: 1,
-                cpu_pct: 12.5,
-                cpu_secs_per_million: Some(3.1),
-                ..Usage::default()
-            }),
+            server: Some(server.clone()),
+            servers: vec![server],
             server_rss: None,
             bench: Usage {
                 processes: 2,
@@ -609,6 +661,127 @@ mod tests {
         assert!(!t.contains("connect errors"));
         assert!(!t.contains("slow viewers"));
         assert!(!t.contains("rss over time"));
+        // One server process: one row, no per-process listing, no api part.
+        assert!(
+            !t.lines()
+                .any(|l| l.starts_with("  pid ") || l.starts_with("server (1 process")),
+            "{t}"
+        );
+        assert!(!t.contains(" api "), "{t}");
+    }
+
+    fn usage(pid: u32, cpu: f64, per_m: Option<f64>, rss: f64) -> Usage {
+        Usage {
+            pid: Some(pid),
+            processes: 1,
+            cpu_pct: cpu * 10.0,
+            cpu_secs: cpu,
+            cpu_secs_per_million: per_m,
+            rss_before_mb: rss,
+            rss_start_mb: rss + 10.0,
+            rss_end_mb: rss + 20.0,
+            peak_rss_mb: rss + 30.0,
+        }
+    }
+
+    #[test]
+    fn several_server_processes_are_summed_and_listed() {
+        assert_eq!(Usage::sum(&[]), None);
+        let one = usage(7, 1.5, Some(0.5), 64.0);
+        assert_eq!(Usage::sum(std::slice::from_ref(&one)), Some(one));
+        let parts = vec![
+            usage(11, 5.0, Some(1.25), 100.0),
+            usage(12, 3.0, Some(0.75), 50.0),
+            usage(13, 0.0, Some(0.0), 0.0),
+        ];
+        let total = Usage::sum(&parts).unwrap();
+        assert_eq!(
+            total,
+            Usage {
+                pid: Some(11),
+                processes: 3,
+                cpu_pct: 80.0,
+                cpu_secs: 8.0,
+                cpu_secs_per_million: Some(2.0),
+                rss_before_mb: 150.0,
+                rss_start_mb: 180.0,
+                rss_end_mb: 210.0,
+                peak_rss_mb: 240.0,
+            }
+        );
+        // No measured deliveries: no CPU per million, summed or not.
+        let none = [usage(1, 1.0, None, 1.0), usage(2, 1.0, None, 1.0)];
+        assert_eq!(Usage::sum(&none).unwrap().cpu_secs_per_million, None);
+
+        let mut r = sample();
+        r.server = Some(total);
+        r.servers = parts;
+        let t = render(&r);
+        let lines: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !l.starts_with("server ("))
+            .take(5)
+            .collect();
+        assert!(
+            lines[0].starts_with("server (3 processes)") && lines[0].contains("80.0"),
+            "{t}"
+        );
+        assert!(
+            lines[0].contains("2.000") && lines[0].ends_with("240.0"),
+            "{t}"
+        );
+        assert!(
+            lines[1].starts_with("  pid 11") && lines[1].contains("50.0"),
+            "{t}"
+        );
+        assert!(
+            lines[1].contains("1.250") && lines[1].ends_with("130.0"),
+            "{t}"
+        );
+        assert!(
+            lines[2].starts_with("  pid 12") && lines[2].ends_with("80.0"),
+            "{t}"
+        );
+        assert!(lines[3].starts_with("  pid 13"), "{t}");
+        assert!(lines[4].starts_with("bench (2 processes)"), "{t}");
+        assert!(!t.contains("server (pid"), "{t}");
+
+        r.tidy();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["server"]["cpu_pct"], 80.0);
+        assert_eq!(v["server"]["cpu_secs_per_million"], 2.0);
+        assert_eq!(v["server"]["peak_rss_mb"], 240.0);
+        assert_eq!(v["server"]["pid"], 11);
+        assert_eq!(v["server"]["processes"], 3);
+        let servers = v["servers"].as_array().unwrap();
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1]["pid"], 12);
+        assert_eq!(servers[1]["processes"], 1);
+        assert_eq!(servers[1]["cpu_pct"], 30.0);
+        assert_eq!(servers[1]["peak_rss_mb"], 80.0);
+    }
+
+    #[test]
+    fn servers_and_api_url_are_left_out_when_absent() {
+        let mut r = sample();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["servers"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["servers"][0]["pid"], 42);
+        assert!(v["setup"].get("api_url").is_none());
+        r.server = None;
+        r.servers.clear();
+        r.setup.api_url = Some("http://127.0.0.1:8081".into());
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("servers").is_none(), "{v}");
+        assert_eq!(v["server"], serde_json::Value::Null);
+        assert_eq!(v["setup"]["api_url"], "http://127.0.0.1:8081");
+        let t = render(&r);
+        assert!(
+            t.starts_with(
+                "danmaku bench  ws://127.0.0.1:8080  api http://127.0.0.1:8081  protocol v1"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

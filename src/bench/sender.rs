@@ -31,9 +31,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Where and how to send.
 #[derive(Debug, Clone)]
 pub struct SendConfig {
-    pub target: SocketAddr,
-    pub host: String,
+    /// The viewers' server (`--url`), for sender WebSockets.
+    pub ws_target: SocketAddr,
+    pub ws_host: String,
     pub ws_path: String,
+    /// The HTTP API (`--api-url`, or `--url`'s host and port): posts, `/healthz` and the last ids.
+    pub api_target: SocketAddr,
+    pub api_host: String,
     pub protocol: Protocol,
     pub via: SendVia,
     pub rooms: usize,
@@ -129,7 +133,7 @@ impl Sender {
                     Protocol::V1 => format!("{}?room={name}&user=bench", cfg.ws_path),
                     Protocol::Plain => format!("{}?room={name}", cfg.ws_path),
                 };
-                let (stream, early) = ws_connect(cfg.target, &cfg.host, &path, room as u64)
+                let (stream, early) = ws_connect(cfg.ws_target, &cfg.ws_host, &path, room as u64)
                     .await
                     .map_err(|e| format!("sender WebSocket for room {name}: {e}"))?;
                 let (read, write) = stream.into_split();
@@ -143,7 +147,7 @@ impl Sender {
             for _ in 0..cfg.http_conns.max(1) {
                 let c = http_connect(cfg)
                     .await
-                    .map_err(|e| format!("sender HTTP connection to {}: {e}", cfg.target))?;
+                    .map_err(|e| format!("sender HTTP connection to {}: {e}", cfg.api_target))?;
                 sender.http.push(c);
             }
         }
@@ -333,8 +337,11 @@ async fn http_lane(common: Arc<Common>, mut conn: HttpConn, s: Schedule) -> Opti
         let room = (k % rooms) as usize;
         k += s.step;
         if broken || conn.is_closed() {
-            match tokio::time::timeout(REQUEST_TIMEOUT, HttpConn::connect(cfg.target, &cfg.host))
-                .await
+            match tokio::time::timeout(
+                REQUEST_TIMEOUT,
+                HttpConn::connect(cfg.api_target, &cfg.api_host),
+            )
+            .await
             {
                 Ok(Ok(c)) => {
                     conn = c;
@@ -375,7 +382,12 @@ async fn http_lane(common: Arc<Common>, mut conn: HttpConn, s: Schedule) -> Opti
 }
 
 async fn http_connect(cfg: &SendConfig) -> Result<HttpConn, String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, HttpConn::connect(cfg.target, &cfg.host)).await {
+    match tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        HttpConn::connect(cfg.api_target, &cfg.api_host),
+    )
+    .await
+    {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timeout".into()),
