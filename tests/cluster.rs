@@ -322,3 +322,17 @@ async fn gateways_share_a_port_and_a_drained_one_sends_its_viewers_away() {
     assert_eq!(hello["recovered"], true, "{hello}");
     assert_eq!(ids_until(&mut back, missed).await, vec![missed]);
 }
+
+#[tokio::test]
+async fn nodes_stop_promptly_when_nats_went_first() {
+    let mut nats = Nats::start().await;
+    let mut l = logic(&nats).start().await;
+    let mut g = gateway(&nats).start().await;
+    let (_ws, _) = g.connect(ROOM).await;
+    l.post_comment(ROOM, "one").await;
+    nats.kill().await;
+    l.signal("TERM").await;
+    g.signal("TERM").await;
+    assert!(l.wait_exit().await.success(), "logic exits 0");
+    assert!(g.wait_exit().await.success(), "gateway exits 0");
+}

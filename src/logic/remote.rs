@@ -155,8 +155,8 @@ pub async fn answer(
             }
         });
     }
-    // Stop taking new comments; the ones being handled finish and are answered.
-    let _ = requests.unsubscribe().await;
+    // Stop taking new comments; the ones being handled finish and are answered. (Bounded: NATS may be gone.)
+    let _ = tokio::time::timeout(Duration::from_secs(2), requests.unsubscribe()).await;
 }
 
 async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {

@@ -18,6 +18,9 @@ use crate::gateway::Gateway;
 use crate::logic::remote::{self, RemoteIngest};
 use crate::logic::{self, Logic};
 
+/// How long a stopping node waits for NATS to take its last messages.
+const NATS_GOODBYE: Duration = Duration::from_secs(2);
+
 /// Connects to NATS and starts the bus; `None` when stopped first.
 async fn join(
     nats: &NatsArgs,
@@ -115,8 +118,9 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
     tracing::info!(%addr, nats = %args.nats.nats, "logic node serving");
     let grace = Duration::from_secs(args.shutdown_timeout_secs);
     run(listener, app, None, &tasks, &stop, grace).await;
-    let _ = answering.await;
-    // Replies published by the last requests leave before the process does.
-    let _ = client.flush().await;
+    // Replies published by the last requests leave before the process does; if NATS is gone already (the whole
+    // cluster stopping at once), there is nobody to tell, and the wait is bounded.
+    let _ = tokio::time::timeout(NATS_GOODBYE, answering).await;
+    let _ = tokio::time::timeout(NATS_GOODBYE, client.flush()).await;
     Ok(())
 }
