@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{BoxFuture, Ingest, Logic};
+use crate::bus::nats;
 use crate::protocol::comment::Submission;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
 
@@ -118,17 +119,9 @@ pub async fn answer(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
-    let mut requests = loop {
-        match client.queue_subscribe(SUBJECT, QUEUE.to_owned()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!("cannot subscribe to {SUBJECT}: {e}; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
+    let Some(mut requests) = nats::subscribe(&client, SUBJECT.to_owned(), Some(QUEUE), &stop).await
+    else {
+        return;
     };
     loop {
         let message = tokio::select! {

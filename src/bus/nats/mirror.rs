@@ -150,19 +150,15 @@ struct Sync {
 impl Sync {
     async fn run(mut self, mut connected: broadcast::Receiver<()>, stop: CancellationToken) {
         // Subscribed before the history is read, so that nothing stored after the read is missed.
-        let (mut live, mut online) = loop {
-            let live = self.client.subscribe(live_subject(&self.room)).await;
-            let online = self.client.subscribe(online_subject(&self.room)).await;
-            match (live, online) {
-                (Ok(l), Ok(o)) => break (l, o),
-                (Err(e), _) | (_, Err(e)) => {
-                    tracing::warn!(room = %self.room, "cannot subscribe on NATS: {e}; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(RETRY) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            }
+        let Some(mut live) =
+            super::subscribe(&self.client, live_subject(&self.room), None, &stop).await
+        else {
+            return;
+        };
+        let Some(mut online) =
+            super::subscribe(&self.client, online_subject(&self.room), None, &stop).await
+        else {
+            return;
         };
         let mut behind = true;
         let mut next_try = Instant::now();

@@ -137,6 +137,30 @@ pub async fn connect(
     }
 }
 
+/// Subscribes to `subject` (in `queue`'s group if given), retrying every second and saying why until NATS takes
+/// it; `None` once `stop` fires.
+pub async fn subscribe(
+    client: &Client,
+    subject: String,
+    queue: Option<&str>,
+    stop: &CancellationToken,
+) -> Option<async_nats::Subscriber> {
+    loop {
+        let attempt = match queue {
+            Some(q) => client.queue_subscribe(subject.clone(), q.to_owned()).await,
+            None => client.subscribe(subject.clone()).await,
+        };
+        match attempt {
+            Ok(s) => return Some(s),
+            Err(e) => tracing::warn!("cannot subscribe to {subject} on NATS: {e}; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return None,
+        }
+    }
+}
+
 /// The settings of a process's bus.
 #[derive(Debug, Clone)]
 pub struct Options {

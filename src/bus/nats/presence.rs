@@ -134,17 +134,9 @@ impl Presence {
 
     /// Hears every room's reports (a logic node answering counts for any room) until `stop`.
     pub async fn hear_all(self: Arc<Self>, client: Client, stop: CancellationToken) {
-        let mut sub = loop {
-            match client.subscribe(format!("{ONLINE}>")).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    tracing::warn!("cannot subscribe to presence reports: {e}; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                }
-            }
+        let Some(mut sub) = super::subscribe(&client, format!("{ONLINE}>"), None, &stop).await
+        else {
+            return;
         };
         loop {
             let message = tokio::select! {
