@@ -13,18 +13,14 @@ async fn get_with_type(api: &Api, path: &str) -> (u16, String, String) {
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"));
     let status = resp.status().as_u16();
-    let ctype = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    let csp = resp
-        .headers()
-        .get("content-security-policy")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (ctype, csp) = (header("content-type"), header("content-security-policy"));
     let _ = resp.text().await;
     (status, ctype, csp)
 }
