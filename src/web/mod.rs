@@ -21,9 +21,9 @@ use crate::protocol::{ErrorCode, Rejection};
 #[exclude = "package*.json"]
 struct Assets;
 
-/// Scripts and styles from this server only, no inline script, connections back to it only.
+/// Scripts and styles from this server only, no inline script; WebSockets anywhere (the demo's `?server=`).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
-                   img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self'; \
+                   img-src 'self' data: blob:; media-src 'self' blob: mediastream:; connect-src 'self' ws: wss:; \
                    object-src 'none'; base-uri 'none'; frame-ancestors 'self'";
 
 /// `/` and `/static/*path`.
