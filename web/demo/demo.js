@@ -250,20 +250,24 @@ $('block-form').addEventListener('submit', (e) => {
 const LOG_MAX = 200;
 const log = $('log');
 
-function logAppend(li) {
+// Appends many entries at once: reading the scroll position forces a layout, so it is done once per batch, not
+// once per comment (a flood would otherwise spend its frames on layouts).
+function logAppend(...items) {
   const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 30;
-  log.append(li);
-  while (log.childElementCount > LOG_MAX) log.firstElementChild.remove();
+  const keep = items.slice(-LOG_MAX);
+  log.append(...keep);
+  let extra = log.childElementCount - LOG_MAX;
+  while (extra-- > 0) log.firstElementChild.remove();
   if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
-function logComment(c, own) {
+function logEntry(c, own) {
   const li = el('li', own ? 'own' : '');
   li.dataset.id = String(c.id);
   const sw = el('span', 'swatch');
   sw.style.background = /^#[0-9a-f]{6}$/i.test(c.color) ? c.color : '#ffffff';
   li.append(sw, el('span', 'user', `${c.user}:`), el('span', 'text', c.text));
-  logAppend(li);
+  return li;
 }
 
 function logSystem(text, warn = false) {
@@ -314,11 +318,13 @@ if (client) {
       : 'some comments were missed while disconnected (too old to recover)', true);
   });
   client.on('batch', (msgs) => {
+    const entries = [];
     for (const c of msgs) {
       const own = client.isOwn(c);
       renderer.add(c, { own });
-      logComment(c, own);
+      entries.push(logEntry(c, own));
     }
+    logAppend(...entries);
   });
   client.on('error', (e) => {
     // Send refusals are shown next to the send box; anything else goes to the log.
