@@ -30,6 +30,8 @@ pub enum Command {
     Gateway(GatewayNodeArgs),
     /// Cluster role: the HTTP API and the comments gateways forward, numbered and stored in JetStream.
     Logic(LogicNodeArgs),
+    /// Print a signed token (JWT, HS256) for a server started with the same --auth-secret.
+    Token(TokenArgs),
     /// Load a server: viewers over rooms, comments at a steady rate; reports loss, latency, CPU and memory.
     Bench(Box<crate::bench::BenchArgs>),
     /// A worker process of `danmaku bench`, started by it.
@@ -52,6 +54,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub gateway: GatewayArgs,
+
+    #[command(flatten)]
+    pub auth: AuthArgs,
 
     /// Seconds given to viewers to take their close frame on shutdown before the process exits.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
@@ -107,6 +112,9 @@ pub struct GatewayNodeArgs {
     #[command(flatten)]
     pub gateway: GatewayArgs,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
     /// Seconds given to viewers to take their close frame on shutdown before the process exits.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
@@ -129,9 +137,76 @@ pub struct LogicNodeArgs {
     #[command(flatten)]
     pub logic: LogicArgs,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
     /// Seconds given to requests under way to finish on shutdown.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
+}
+
+/// Where the token secret comes from (the servers and `danmaku token` share it).
+#[derive(Args, Debug, Clone, Default)]
+pub struct SecretArgs {
+    /// Secret that signs tokens (JWT, HS256); when set, sending a comment needs a token. Without it the server
+    /// runs in an open dev mode: anyone sends as any user name.
+    #[arg(long, env = "DANMAKU_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<Secret>,
+
+    /// File holding the secret (surrounding whitespace ignored), so it stays out of the process list.
+    #[arg(long, env = "DANMAKU_AUTH_SECRET_FILE", conflicts_with = "auth_secret")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+/// Who may send and who may watch.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+
+    /// Refuse `/ws` (HTTP 401) without a valid `?token=`; needs a secret. Without it, guests may watch.
+    #[arg(long, env = "DANMAKU_REQUIRE_VIEWER_TOKEN")]
+    pub require_viewer_token: bool,
+}
+
+/// A secret given on the command line or in the environment: its Debug form is redacted so that printing the
+/// arguments never leaks it.
+#[derive(Clone, Default)]
+pub struct Secret(pub String);
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// `danmaku token`: a signed token for tests and small deployments.
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    pub user: String,
+
+    /// The display name comments are shown under (`name` claim), 1-32 characters.
+    #[arg(long)]
+    pub name: String,
+
+    /// How long the token is valid: a number with an optional suffix s, m, h or d (seconds when none).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+
+    /// Mark the token as an admin's (`admin` claim).
+    #[arg(long)]
+    pub admin: bool,
+
+    #[command(flatten)]
+    pub secret: SecretArgs,
 }
 
 /// The ingest side's settings.

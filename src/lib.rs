@@ -3,9 +3,11 @@
 //! Data flows one way, and each role is a top-level module:
 //! sender -> [`logic`] (validate, id, history) -> [`bus`] (ordered room log, presence) -> [`gateway`] (batch per
 //! window, encode once, fan out) -> viewer. [`protocol`] is the wire contract every role shares; [`server`] wires
-//! the roles into processes (`serve`, and the cluster's `gateway` and `logic`); [`web`] serves the browser client;
-//! [`bench`] is the load generator that measures them.
+//! the roles into processes (`serve`, and the cluster's `gateway` and `logic`); [`auth`] decides who may send
+//! (and watch) from signed tokens, for every role; [`web`] serves the browser client; [`bench`] is the load
+//! generator that measures them.
 
+pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod config;

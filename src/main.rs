@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Bench(args) => return danmaku::bench::run(*args),
         Command::BenchWorker(args) => return danmaku::bench::run_worker(args),
+        Command::Token(args) => return danmaku::auth::token::run(args),
         command => command,
     };
     let runtime = match tokio::runtime::Runtime::new() {
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => danmaku::server::serve(args).await,
             Command::Gateway(args) => danmaku::server::cluster::gateway(args).await,
             Command::Logic(args) => danmaku::server::cluster::logic(args).await,
-            Command::Bench(_) | Command::BenchWorker(_) => Ok(()),
+            Command::Bench(_) | Command::BenchWorker(_) | Command::Token(_) => Ok(()),
         }
     });
     match result {

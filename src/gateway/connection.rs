@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::Gateway;
 use super::viewer::{Drain, Viewer};
+use crate::auth::Identity;
 use crate::protocol::comment::Submission;
 use crate::protocol::messages::{ClientMsg, ServerMsg, batch_frame};
 use crate::protocol::ws_codec::{self, Decoder, Event, ProtocolError, close};
@@ -27,7 +28,10 @@ const READ_BUDGET: usize = 64 * 1024;
 pub struct Join {
     pub room: RoomId,
     pub since: Option<u64>,
+    /// The name its sends are made under: the token's when it gave one.
     pub user: String,
+    /// Who its token proved it is (boxed: most viewers are guests, and every connection holds a `Join`).
+    pub identity: Option<Box<Identity>>,
 }
 
 enum Step {
@@ -290,7 +294,12 @@ impl Conn<'_> {
                         mode: send.mode.as_deref(),
                     };
                     let nonce = send.nonce.as_deref();
-                    match self.gw.ingest.submit(&self.join.room, sub).await {
+                    let sender = self.join.identity.as_deref();
+                    let accepted = match self.gw.auth.check_sender(sender) {
+                        Ok(()) => self.gw.ingest.submit(&self.join.room, sub, sender).await,
+                        Err(r) => Err(r),
+                    };
+                    match accepted {
                         Ok(id) => ServerMsg::Ack { nonce, id }.frame(),
                         Err(r) => ServerMsg::error(nonce, &r),
                     }

@@ -17,6 +17,7 @@ use axum::extract::{Request, State};
 use axum::routing::get;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::GatewayArgs;
 use crate::logic::Ingest;
@@ -30,6 +31,7 @@ pub struct Gateway {
     max_message_bytes: usize,
     bus: Arc<Bus>,
     ingest: Arc<dyn Ingest>,
+    auth: Arc<Auth>,
     registry: Registry,
     next_id: AtomicU64,
     tasks: TaskTracker,
@@ -45,6 +47,7 @@ impl Gateway {
         max_message_bytes: usize,
         bus: Arc<Bus>,
         ingest: Arc<dyn Ingest>,
+        auth: Arc<Auth>,
         tasks: TaskTracker,
     ) -> std::io::Result<Self> {
         let settings = BatchSettings {
@@ -62,6 +65,7 @@ impl Gateway {
             max_message_bytes,
             bus,
             ingest,
+            auth,
             next_id: AtomicU64::new(1),
             tasks,
             stopping: AtomicBool::new(false),

@@ -1,5 +1,8 @@
-//! `GET /ws`: checks the room and the handshake before upgrading (a bad request is refused with HTTP 400 and
-//! the documented JSON error), then takes the raw TCP socket out of hyper so the gateway owns its write side.
+//! `GET /ws`: checks the room, the viewer's token and the handshake before upgrading (a bad request is refused
+//! with an HTTP 4xx and the documented JSON error), then takes the raw TCP socket out of hyper so the gateway owns
+//! its write side.
+//!
+//! The token comes in the query (`?token=`) because browsers cannot set headers on a WebSocket.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +21,7 @@ use tokio::net::TcpStream;
 use super::Gateway;
 use super::connection::{self, Join};
 use super::viewer::Viewer;
+use crate::auth::Auth;
 use crate::logic::http::reject;
 use crate::protocol::comment::validate_user;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -29,10 +33,11 @@ struct WsQuery {
     room: Option<String>,
     since: Option<String>,
     user: Option<String>,
+    token: Option<String>,
 }
 
 pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
-    let join = match parse_join(req.uri().query()) {
+    let join = match parse_join(req.uri().query(), &gw.auth) {
         Ok(j) => j,
         Err(r) => return reject(&r),
     };
@@ -86,7 +91,7 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
     res
 }
 
-fn parse_join(query: Option<&str>) -> Result<Join, Rejection> {
+fn parse_join(query: Option<&str>, auth: &Auth) -> Result<Join, Rejection> {
     let q: WsQuery = serde_urlencoded_query(query.unwrap_or(""))?;
     let room = RoomId::parse(q.room.as_deref().unwrap_or(""))?;
     let since =
@@ -96,8 +101,18 @@ fn parse_join(query: Option<&str>) -> Result<Join, Rejection> {
                 Rejection::new(ErrorCode::InvalidSince, "since must be an integer id")
             })?),
         };
-    let user = validate_user(q.user.as_deref().unwrap_or("guest"))?.to_owned();
-    Ok(Join { room, since, user })
+    let identity = auth.viewer(q.token.as_deref())?.map(Box::new);
+    // A verified viewer sends under its token's name; `user` names only guests.
+    let user = match &identity {
+        Some(id) => id.name.clone(),
+        None => validate_user(q.user.as_deref().unwrap_or("guest"))?.to_owned(),
+    };
+    Ok(Join {
+        room,
+        since,
+        user,
+        identity,
+    })
 }
 
 fn serde_urlencoded_query(query: &str) -> Result<WsQuery, Rejection> {
@@ -174,6 +189,8 @@ mod tests {
 
     #[test]
     fn join_query_is_validated() {
+        let open = Auth::open();
+        let parse_join = |q| super::parse_join(q, &open);
         assert!(parse_join(Some("room=r1&since=5")).is_ok());
         assert_eq!(
             parse_join(Some("room=a%20b")).err().unwrap().code,

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -33,6 +33,11 @@ pub fn routes(logic: Arc<Logic>) -> Router {
 pub fn reject(r: &Rejection) -> Response {
     let status = StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let body = serde_json::json!({"error": {"code": r.code.as_str(), "message": r.message}});
+    if r.code == ErrorCode::Unauthorized {
+        // RFC 6750: a 401 names the scheme that would be accepted.
+        let scheme = [(header::WWW_AUTHENTICATE, "Bearer")];
+        return (status, scheme, axum::Json(body)).into_response();
+    }
     (status, axum::Json(body)).into_response()
 }
 
@@ -61,10 +66,16 @@ struct PostBody {
 async fn post_comment(
     State(logic): State<Arc<Logic>>,
     path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let room = match room_from(path) {
         Ok(r) => r,
+        Err(r) => return reject(&r),
+    };
+    // Before the body is read: an unauthenticated sender costs no more than its headers.
+    let identity = match logic.auth().bearer(&headers) {
+        Ok(i) => i,
         Err(r) => return reject(&r),
     };
     let limit = logic.args().max_message_bytes;
@@ -89,8 +100,13 @@ async fn post_comment(
             ));
         }
     };
+    // A verified sender posts under its token's name, whatever the body says.
+    let user = match &identity {
+        Some(id) => id.name.as_str(),
+        None => body.user.as_deref().unwrap_or("guest"),
+    };
     let sub = Submission {
-        user: body.user.as_deref().unwrap_or("guest"),
+        user,
         text: &body.text,
         color: body.color.as_deref(),
         mode: body.mode.as_deref(),

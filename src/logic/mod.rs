@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::auth::{Auth, Identity};
 use crate::bus::{AppendError, Bus};
 use crate::config::LogicArgs;
 use crate::protocol::comment::Submission;
@@ -17,22 +18,29 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a gateway hands the comments its viewers send: the local [`Logic`] in `serve`, a remote one in a cluster.
 pub trait Ingest: Send + Sync + 'static {
-    /// Accepts a comment and answers its id, or says why it was refused.
+    /// Accepts a comment and answers its id, or says why it was refused. `sender` is the identity the sender's
+    /// token proved (`sub.user` is then its name): the caller has checked it, and a remote logic node trusts it.
     fn submit<'a>(
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
+        sender: Option<&'a Identity>,
     ) -> BoxFuture<'a, Result<u64, Rejection>>;
 }
 
 pub struct Logic {
     bus: Arc<Bus>,
     args: LogicArgs,
+    auth: Arc<Auth>,
 }
 
 impl Logic {
-    pub fn new(bus: Arc<Bus>, args: LogicArgs) -> Self {
-        Logic { bus, args }
+    pub fn new(bus: Arc<Bus>, args: LogicArgs, auth: Arc<Auth>) -> Self {
+        Logic { bus, args, auth }
+    }
+
+    pub fn auth(&self) -> &Auth {
+        &self.auth
     }
 
     pub fn args(&self) -> &LogicArgs {
@@ -82,6 +90,7 @@ impl Ingest for Logic {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
+        _sender: Option<&'a Identity>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
         Box::pin(async move { self.accept(room, &sub).await })
     }

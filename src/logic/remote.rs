@@ -4,6 +4,9 @@
 //!
 //! Both ends live here because they share the wire format: a request is the submission as JSON with its room; a
 //! reply is `{"id":N}` or `{"error":{"code":"...","message":"..."}}` with the same codes as every other answer.
+//!
+//! A request carries the sender the gateway verified (its token's user id and name), and the logic node trusts it
+//! without a token: NATS is the cluster's internal network, and only cluster nodes publish on it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{BoxFuture, Ingest, Logic};
+use crate::auth::Identity;
 use crate::bus::nats;
 use crate::protocol::comment::Submission;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -37,6 +41,17 @@ struct Request<'a> {
     color: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     mode: Option<Cow<'a, str>>,
+    /// The sender its gateway verified; `user` is then ignored.
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    verified: Option<Verified<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Verified<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Cow<'a, str>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,13 +76,22 @@ impl RemoteIngest {
         RemoteIngest { client, timeout }
     }
 
-    async fn forward(&self, room: &RoomId, sub: Submission<'_>) -> Result<u64, Rejection> {
+    async fn forward(
+        &self,
+        room: &RoomId,
+        sub: Submission<'_>,
+        sender: Option<&Identity>,
+    ) -> Result<u64, Rejection> {
         let request = Request {
             room: room.as_str().into(),
             user: sub.user.into(),
             text: sub.text.into(),
             color: sub.color.map(Into::into),
             mode: sub.mode.map(Into::into),
+            verified: sender.map(|id| Verified {
+                id: id.user_id.as_str().into(),
+                name: id.name.as_str().into(),
+            }),
         };
         let body = serde_json::to_vec(&request)
             .map_err(|e| Rejection::new(ErrorCode::BadJson, e.to_string()))?;
@@ -106,8 +130,9 @@ impl Ingest for RemoteIngest {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
+        sender: Option<&'a Identity>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
-        Box::pin(self.forward(room, sub))
+        Box::pin(self.forward(room, sub, sender))
     }
 }
 
@@ -156,8 +181,17 @@ async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {
     let request: Request<'_> = serde_json::from_slice(payload)
         .map_err(|e| Rejection::new(ErrorCode::BadJson, format!("bad forwarded comment: {e}")))?;
     let room = RoomId::parse(&request.room)?;
+    // A verified sender is trusted as its gateway saw it; an anonymous one is refused when this node has a secret
+    // (a gateway started without one must not open a door this node keeps shut).
+    let user = match &request.verified {
+        Some(v) => &v.name,
+        None => {
+            logic.auth().check_sender(None)?;
+            &request.user
+        }
+    };
     let sub = Submission {
-        user: &request.user,
+        user,
         text: &request.text,
         color: request.color.as_deref(),
         mode: request.mode.as_deref(),
@@ -177,12 +211,24 @@ mod tests {
             text: "hi \"there\"\n".into(),
             color: None,
             mode: Some("top".into()),
+            verified: Some(Verified {
+                id: "u7".into(),
+                name: "Ann".into(),
+            }),
         };
         let bytes = serde_json::to_vec(&r).unwrap();
         let back: Request<'_> = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back.text, "hi \"there\"\n");
         assert_eq!(back.mode.as_deref(), Some("top"));
         assert!(back.color.is_none());
+        assert_eq!(
+            back.verified.map(|v| (v.id, v.name)),
+            Some(("u7".into(), "Ann".into()))
+        );
+        // A request from a gateway that predates identities still reads, as an anonymous one.
+        let old: Request<'_> =
+            serde_json::from_str(r#"{"room":"r","user":"u","text":"t"}"#).unwrap();
+        assert!(old.verified.is_none());
         let ok = serde_json::to_string(&Reply::Id(7)).unwrap();
         assert_eq!(ok, r#"{"id":7}"#);
         let err = serde_json::to_vec(&Reply::Error {

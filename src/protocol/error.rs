@@ -24,10 +24,11 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     Unavailable,
+    Unauthorized,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidUtf8,
@@ -46,6 +47,7 @@ impl ErrorCode {
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unavailable,
+        ErrorCode::Unauthorized,
     ];
 
     /// The code with this string form.
@@ -73,6 +75,7 @@ impl ErrorCode {
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
         }
     }
 
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unavailable => 503,
+            ErrorCode::Unauthorized => 401,
             _ => 400,
         }
     }

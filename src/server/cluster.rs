@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use super::{bind, common_routes, metrics, run, size_for_viewers, stop_on_signals};
+use super::{auth, bind, common_routes, metrics, run, size_for_viewers, stop_on_signals};
 use crate::bus::Bus;
 use crate::bus::nats::{self, NatsBus, Role};
 use crate::config::{GatewayNodeArgs, LogicNodeArgs, NatsArgs};
@@ -43,6 +43,7 @@ async fn join(
 
 /// Runs a gateway until SIGINT or SIGTERM: its viewers are then closed with 1001, so they reconnect elsewhere.
 pub async fn gateway(mut args: GatewayNodeArgs) -> std::io::Result<()> {
+    let auth = auth(&args.auth)?;
     size_for_viewers(&mut args.gateway)?;
     let stop = stop_on_signals();
     let Some(bus) = join(
@@ -70,6 +71,7 @@ pub async fn gateway(mut args: GatewayNodeArgs) -> std::io::Result<()> {
         args.max_message_bytes,
         Arc::new(Bus::Nats(Box::new(bus))),
         ingest,
+        auth,
         tasks.clone(),
     )?);
     let app = gateway
@@ -85,6 +87,7 @@ pub async fn gateway(mut args: GatewayNodeArgs) -> std::io::Result<()> {
 
 /// Runs a logic node until SIGINT or SIGTERM: it stops taking comments, answers the ones under way, and exits.
 pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
+    let auth = auth(&args.auth)?;
     let stop = stop_on_signals();
     let Some(bus) = join(
         &args.nats,
@@ -102,6 +105,7 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
     let logic = Arc::new(Logic::new(
         Arc::new(Bus::Nats(Box::new(bus))),
         args.logic.clone(),
+        auth,
     ));
     let tasks = TaskTracker::new();
     let answering = tokio::spawn(remote::answer(

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::ServeArgs;
 use crate::fdlimit;
@@ -34,18 +35,20 @@ const FD_RESERVE: u64 = 256;
 
 /// Runs `serve` until SIGINT or SIGTERM.
 pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
+    let auth = auth(&args.auth)?;
     size_for_viewers(&mut args.gateway)?;
     let listener = bind(args.listen, false)?;
     let addr = listener.local_addr()?;
     let prometheus = metrics::install();
     let bus = Arc::new(Bus::local(args.logic.history, args.logic.max_rooms));
-    let logic = Arc::new(Logic::new(bus.clone(), args.logic.clone()));
+    let logic = Arc::new(Logic::new(bus.clone(), args.logic.clone(), auth.clone()));
     let tasks = TaskTracker::new();
     let gateway = Arc::new(Gateway::new(
         args.gateway.clone(),
         args.logic.max_message_bytes,
         bus,
         logic.clone(),
+        auth,
         tasks.clone(),
     )?);
     let app = gateway
@@ -60,6 +63,13 @@ pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
     let grace = Duration::from_secs(args.shutdown_timeout_secs);
     run(listener, app, Some(&gateway), &tasks, &stop, grace).await;
     Ok(())
+}
+
+/// The identity policy the flags ask for; a flag that cannot be honoured stops the process before it listens.
+fn auth(args: &crate::config::AuthArgs) -> std::io::Result<Arc<Auth>> {
+    Auth::from_args(args)
+        .map(Arc::new)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
 }
 
 /// Raises the open-files limit and, unless set, admits as many viewers as it allows.
