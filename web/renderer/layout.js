@@ -237,6 +237,27 @@ export class Layout {
     return [mode];
   }
 
+  /**
+   * Top lanes count from the top of the area and bottom lanes from its bottom, so when both fill up they meet in
+   * the middle: a fixed comment may take a lane only if no live comment of the other fixed mode covers its band.
+   */
+  _clearOfOpposite(mode, i, t) {
+    const o = this.opts;
+    const L = o.laneHeight;
+    const H = o.height * o.area;
+    const band = (m, lane) => (m === 'bottom' ? H - (lane + 1) * L : lane * L);
+    const y = band(mode, i);
+    const other = mode === 'top' ? 'bottom' : 'top';
+    const lanes = this.lanes[other];
+    for (let j = 0; j < lanes.length; j++) {
+      const r = lanes[j];
+      if (!r || r.end <= t) continue;
+      const oy = band(other, j);
+      if (oy < y + L && y < oy + L) return false;
+    }
+    return true;
+  }
+
   /** Tries to place one entry at media time t; returns the record or null. */
   _place(entry, t) {
     const o = this.opts;
@@ -256,6 +277,7 @@ export class Layout {
         for (let i = 0; i < lanes.length; i++) {
           const cur = lanes[i];
           if (cur && cur.end > t) continue;
+          if (!this._clearOfOpposite(mode, i, t)) continue;
           const rec = { item: entry.item, own: entry.own, mode, lane: i, t0: t, w, h: o.laneHeight, x0: 0, v: 0, end: t + o.fixedDurationMs };
           lanes[i] = rec;
           return rec;

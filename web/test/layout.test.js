@@ -260,12 +260,13 @@ test('maxLive caps comments on screen whatever the rate', () => {
   }
 });
 
-test('reduced motion: scroll comments are placed in static top, then bottom, lanes', () => {
-  const L = mk({ height: 60, staticScroll: true }); // 2 lanes
+test('reduced motion: scroll comments are placed in static lanes (top, then bottom), never covering each other', () => {
+  const L = mk({ height: 60, staticScroll: true }); // 2 lanes: the top and bottom lanes share the same 2 bands
   for (let i = 0; i < 5; i++) L.enqueue(c(100, 'scroll'), 0, false);
   const { placed } = L.step(0, 0, true);
-  assert.deepEqual(placed.map((r) => r.mode), ['top', 'top', 'bottom', 'bottom']);
+  assert.deepEqual(placed.map((r) => r.mode), ['top', 'top']);
   assert.ok(placed.every((r) => r.v === 0));
+  assert.equal(L.stats(0).queued, 3, 'the rest wait for a free band');
 });
 
 test('a lane height change (font scale) clears the screen; widths are measured again', () => {
@@ -281,4 +282,24 @@ test('a lane height change (font scale) clears the screen; widths are measured a
   assert.equal(L.stats(0).live, 0);
   assert.equal(L.laneCount, 7);
   assert.equal(calls, 1);
+});
+
+test('top and bottom comments never cover each other where their lanes meet', () => {
+  // 3.5 lanes of height: the bottom lanes are offset from the top ones by half a lane.
+  const L = mk({ fixedDurationMs: 4000, height: 105 });
+  for (let i = 0; i < 4; i++) {
+    L.enqueue(c(100, 'top'), 0, false);
+    L.enqueue(c(100, 'bottom'), 0, false);
+  }
+  L.step(0, 0, true);
+  const fixed = L.visible(0).filter((v) => v.mode !== 'scroll');
+  assert.ok(fixed.length >= 2, 'both modes got lanes');
+  for (let a = 0; a < fixed.length; a++) {
+    for (let b = a + 1; b < fixed.length; b++) {
+      const [p, q] = [fixed[a].rect, fixed[b].rect];
+      const apart = p.y + p.h <= q.y || q.y + q.h <= p.y || p.x + p.w <= q.x || q.x + q.w <= p.x;
+      assert.ok(apart, `${fixed[a].mode} lane ${fixed[a].lane} covers ${fixed[b].mode} lane ${fixed[b].lane}`);
+    }
+  }
+  assert.equal(L.stats(0).live + L.stats(0).queued, 8, 'what does not fit waits');
 });
