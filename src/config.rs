@@ -273,6 +273,12 @@ pub struct GatewayArgs {
     /// Fan-out threads, and member shards per room (shard i is written by thread i). 0 = one per core.
     #[arg(long, env = "DANMAKU_FANOUT_SHARDS", default_value_t = 0)]
     pub fanout_shards: usize,
+
+    /// Web origins (scheme://host[:port], comma separated) whose pages may open viewer WebSockets, besides the
+    /// server's own origin, which always may; `*` admits any page. Clients that send no Origin (not browsers) are
+    /// not concerned.
+    #[arg(long, env = "DANMAKU_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 impl GatewayArgs {

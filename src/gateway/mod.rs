@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod fanout;
+pub mod origin;
 pub mod registry;
 pub mod room;
 pub mod upgrade;
@@ -32,6 +33,7 @@ pub struct Gateway {
     bus: Arc<Bus>,
     ingest: Arc<dyn Ingest>,
     auth: Arc<Auth>,
+    origins: origin::OriginPolicy,
     registry: Registry,
     next_id: AtomicU64,
     tasks: TaskTracker,
@@ -61,6 +63,7 @@ impl Gateway {
         let pool = Arc::new(FanoutPool::new(threads)?);
         Ok(Gateway {
             registry: Registry::new(bus.clone(), settings, pool, tasks.clone()),
+            origins: origin::OriginPolicy::new(&args.allowed_origins),
             args,
             max_message_bytes,
             bus,

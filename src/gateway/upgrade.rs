@@ -1,4 +1,4 @@
-//! `GET /ws`: checks the room, the viewer's token and the handshake before upgrading (a bad request is refused
+//! `GET /ws`: checks the page's origin, the room, the viewer's token and the handshake before upgrading (a bad request is refused
 //! with an HTTP 4xx and the documented JSON error), then takes the raw TCP socket out of hyper so the gateway owns
 //! its write side.
 //!
@@ -37,6 +37,9 @@ struct WsQuery {
 }
 
 pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
+    if let Err(r) = gw.origins.check(req.headers()) {
+        return reject(&r);
+    }
     let join = match parse_join(req.uri().query(), &gw.auth) {
         Ok(j) => j,
         Err(r) => return reject(&r),

@@ -25,10 +25,11 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Unavailable,
     Unauthorized,
+    ForbiddenOrigin,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidUtf8,
@@ -48,6 +49,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::Unavailable,
         ErrorCode::Unauthorized,
+        ErrorCode::ForbiddenOrigin,
     ];
 
     /// The code with this string form.
@@ -76,6 +78,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::ForbiddenOrigin => "forbidden_origin",
         }
     }
 
@@ -88,6 +91,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unavailable => 503,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::ForbiddenOrigin => 403,
             _ => 400,
         }
     }

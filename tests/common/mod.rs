@@ -1032,6 +1032,10 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>
             })
         };
         let mut body = buf[head_end..].to_vec();
+        if status == 101 {
+            // Switched protocols: what follows is the WebSocket's, not an HTTP body.
+            return (status, head, body);
+        }
         if let Some(len) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
             while body.len() < len {
                 let n = stream.read(&mut chunk).await.expect("read body");
@@ -1089,9 +1093,18 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>
 
 /// Send a WebSocket upgrade request for `/ws?QUERY` by hand and return the HTTP answer.
 pub async fn raw_upgrade(addr: SocketAddr, query: &str) -> (u16, String, Vec<u8>) {
+    raw_upgrade_with(addr, query, "").await
+}
+
+/// [`raw_upgrade`] with extra header lines (each ending in `\r\n`), e.g. an `Origin`.
+pub async fn raw_upgrade_with(
+    addr: SocketAddr,
+    query: &str,
+    headers: &str,
+) -> (u16, String, Vec<u8>) {
     let req = format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     );
     raw_http(addr, req.as_bytes()).await
 }
