@@ -228,6 +228,20 @@ pub struct LogicArgs {
     /// Largest client WebSocket message and HTTP request body, in bytes.
     #[arg(long, env = "DANMAKU_MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
+
+    /// File of words and phrases comments may not carry, one per line (`#` starts a comment line; matched without
+    /// regard to ASCII case). Reloaded on SIGHUP.
+    #[arg(long, env = "DANMAKU_BLOCKED_WORDS")]
+    pub blocked_words: Option<PathBuf>,
+
+    /// What a comment holding a blocked word gets: refused (`blocked_text`), or the word masked with `*`.
+    #[arg(
+        long,
+        env = "DANMAKU_BLOCKED_WORDS_ACTION",
+        value_enum,
+        default_value = "block"
+    )]
+    pub blocked_words_action: crate::logic::words::Action,
 }
 
 /// The push side's settings.

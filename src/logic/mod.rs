@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod remote;
+pub mod words;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -32,11 +33,25 @@ pub struct Logic {
     bus: Arc<Bus>,
     args: LogicArgs,
     auth: Arc<Auth>,
+    words: words::BlockedWords,
 }
 
 impl Logic {
-    pub fn new(bus: Arc<Bus>, args: LogicArgs, auth: Arc<Auth>) -> Self {
-        Logic { bus, args, auth }
+    /// Fails when `--blocked-words` cannot be read.
+    pub fn new(bus: Arc<Bus>, args: LogicArgs, auth: Arc<Auth>) -> Result<Self, String> {
+        let words =
+            words::BlockedWords::load(args.blocked_words.clone(), args.blocked_words_action)?;
+        Ok(Logic {
+            bus,
+            args,
+            auth,
+            words,
+        })
+    }
+
+    /// Reads `--blocked-words` again (on SIGHUP); answers the entries in force, or why the old list stays.
+    pub fn reload_blocked_words(&self) -> Result<usize, String> {
+        self.words.reload()
     }
 
     pub fn auth(&self) -> &Auth {
@@ -53,7 +68,11 @@ impl Logic {
 
     /// Validates, numbers, stores and publishes one comment.
     pub async fn accept(&self, room: &RoomId, sub: &Submission<'_>) -> Result<u64, Rejection> {
-        let draft = match Draft::validate(sub, self.args.max_chars) {
+        let validated = Draft::validate(sub, self.args.max_chars).and_then(|mut d| {
+            d.text = self.words.apply(std::mem::take(&mut d.text))?;
+            Ok(d)
+        });
+        let draft = match validated {
             Ok(d) => d,
             Err(r) => {
                 metrics::counter!("danmaku_rejected_total", "code" => r.code.as_str()).increment(1);

@@ -26,10 +26,11 @@ pub enum ErrorCode {
     Unavailable,
     Unauthorized,
     ForbiddenOrigin,
+    BlockedText,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidUtf8,
@@ -50,6 +51,7 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Unauthorized,
         ErrorCode::ForbiddenOrigin,
+        ErrorCode::BlockedText,
     ];
 
     /// The code with this string form.
@@ -79,6 +81,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
+            ErrorCode::BlockedText => "blocked_text",
         }
     }
 

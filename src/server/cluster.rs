@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use tokio_util::task::TaskTracker;
 
-use super::{auth, bind, common_routes, metrics, run, size_for_viewers, stop_on_signals};
+use super::{
+    auth, bind, common_routes, metrics, reload_on_hangup, run, size_for_viewers, stop_on_signals,
+};
 use crate::bus::Bus;
 use crate::bus::nats::{self, NatsBus, Role};
 use crate::config::{GatewayNodeArgs, LogicNodeArgs, NatsArgs};
@@ -102,11 +104,11 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
         return Ok(());
     };
     let client = bus.client().clone();
-    let logic = Arc::new(Logic::new(
-        Arc::new(Bus::Nats(Box::new(bus))),
-        args.logic.clone(),
-        auth,
-    ));
+    let logic = Arc::new(
+        Logic::new(Arc::new(Bus::Nats(Box::new(bus))), args.logic.clone(), auth)
+            .map_err(std::io::Error::other)?,
+    );
+    reload_on_hangup(logic.clone());
     let tasks = TaskTracker::new();
     let answering = tokio::spawn(remote::answer(
         logic.clone(),

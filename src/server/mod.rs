@@ -41,7 +41,10 @@ pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     let prometheus = metrics::install();
     let bus = Arc::new(Bus::local(args.logic.history, args.logic.max_rooms));
-    let logic = Arc::new(Logic::new(bus.clone(), args.logic.clone(), auth.clone()));
+    let logic = Arc::new(
+        Logic::new(bus.clone(), args.logic.clone(), auth.clone()).map_err(std::io::Error::other)?,
+    );
+    reload_on_hangup(logic.clone());
     let tasks = TaskTracker::new();
     let gateway = Arc::new(Gateway::new(
         args.gateway.clone(),
@@ -103,6 +106,23 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Rereads the logic's reloadable settings (the blocked words) on every SIGHUP, saying what came of it.
+fn reload_on_hangup(logic: Arc<Logic>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP: blocked words will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match logic.reload_blocked_words() {
+                Ok(n) => tracing::info!(entries = n, "SIGHUP: blocked words reloaded"),
+                Err(e) => tracing::warn!("SIGHUP: {e}; the previous list stays in force"),
+            }
+        }
+    });
 }
 
 /// A token cancelled by the first SIGINT or SIGTERM.

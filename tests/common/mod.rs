@@ -100,6 +100,13 @@ impl Spawned {
         self.child.try_wait().expect("try_wait")
     }
 
+    /// Waits for the process to exit by itself (one that refuses to start, say).
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        within("process exit", self.child.wait())
+            .await
+            .expect("wait for the process")
+    }
+
     /// Waits for `listening on ADDR` on stdout.
     pub async fn listening(mut self) -> Server {
         let mut stdout = BufReader::new(self.child.stdout.take().expect("piped stdout"));
@@ -292,6 +299,16 @@ impl Server {
 
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the server's stderr contains `needle` (a log line announcing something done).
+    pub async fn wait_stderr(&self, needle: &str) {
+        within(format!("{needle:?} on stderr"), async {
+            while !self.stderr().contains(needle) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
     }
 
     /// Stdout lines printed after the listen line. Call after the process exited: waits
