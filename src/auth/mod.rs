@@ -361,4 +361,36 @@ mod tests {
         id.exp = 1000;
         assert!(auth.check_sender(Some(&id)).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// No string passes for a token unless it was signed with the secret: garbage, truncations and
+            /// altered tokens are all refused with `unauthorized`, never a panic.
+            #[test]
+            fn only_signed_tokens_pass(garbage in "\\PC{0,200}", cut in 0usize..400, flip in 0usize..400) {
+                let auth = Auth::with_secret(SECRET, false);
+                let refused = |t: &str| auth.viewer(Some(t)).err().map(|r| r.code);
+                prop_assert_eq!(refused(&garbage), Some(ErrorCode::Unauthorized));
+                let good = jsonwebtoken::encode(
+                    &jsonwebtoken::Header::default(),
+                    &claims(false, later()),
+                    &jsonwebtoken::EncodingKey::from_secret(SECRET),
+                )
+                .unwrap();
+                prop_assert!(auth.viewer(Some(&good)).is_ok());
+                let cut = cut % good.len();
+                prop_assert_eq!(refused(&good[..cut]), Some(ErrorCode::Unauthorized));
+                let mut bytes = good.clone().into_bytes();
+                let i = flip % bytes.len();
+                bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+                let altered = String::from_utf8(bytes).unwrap();
+                if altered != good {
+                    prop_assert_eq!(refused(&altered), Some(ErrorCode::Unauthorized));
+                }
+            }
+        }
+    }
 }

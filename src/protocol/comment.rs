@@ -209,4 +209,31 @@ mod tests {
             serde_json::json!({"id":42,"user":"alice","text":"<b>\"hi\"</b>","color":"#ff0000","mode":"top","ts":7})
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any submission is either refused with a code or accepted in the documented shape.
+            #[test]
+            fn accepted_comments_keep_the_rules(
+                user in "\\PC{0,40}|.{0,40}",
+                text in "\\PC{0,120}|.{0,120}",
+                color in proptest::option::of("#[0-9a-fA-F]{6}|.{0,8}"),
+                mode in proptest::option::of("scroll|top|bottom|.{0,6}"),
+            ) {
+                let sub = Submission { user: &user, text: &text, color: color.as_deref(), mode: mode.as_deref() };
+                if let Ok(d) = Draft::validate(&sub, 100) {
+                    let n = d.text.chars().count();
+                    prop_assert!((1..=100).contains(&n));
+                    prop_assert!(!d.text.chars().any(char::is_control));
+                    prop_assert_eq!(d.text.trim(), d.text.as_str());
+                    prop_assert!(d.color.len() == 7 && d.color.starts_with('#'));
+                    prop_assert_eq!(d.color.to_lowercase(), d.color.clone());
+                    prop_assert!((1..=MAX_USER_CHARS).contains(&d.user.chars().count()));
+                }
+            }
+        }
+    }
 }

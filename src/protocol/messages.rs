@@ -231,4 +231,45 @@ mod tests {
             serde_json::json!({"type":"batch","room":"r1","msgs":[{"id":1},{"id":2}]})
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a viewer sends, the parser answers a message or one of its two documented refusals.
+            #[test]
+            fn any_bytes_parse_or_are_refused_with_a_documented_code(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256)
+            ) {
+                if let Err(e) = ClientMsg::parse(&bytes) {
+                    prop_assert!(matches!(e.rejection.code, ErrorCode::BadJson | ErrorCode::UnknownType));
+                }
+            }
+
+            /// JSON-shaped input with any field values: a well-typed send comes back intact, the rest is refused.
+            #[test]
+            fn sends_round_trip_and_nonces_are_echoed(
+                text in ".{0,40}",
+                nonce in proptest::option::of("[a-zA-Z0-9-]{0,64}"),
+                kind in prop_oneof![Just("send"), Just("ping"), Just("other"), Just("")],
+                extra in any::<i64>(),
+            ) {
+                let msg = serde_json::json!({"type": kind, "text": text, "nonce": nonce, "x": extra});
+                let parsed = ClientMsg::parse(msg.to_string().as_bytes());
+                match kind {
+                    "send" => prop_assert_eq!(
+                        parsed,
+                        Ok(ClientMsg::Send(SendMsg { text, color: None, mode: None, nonce }))
+                    ),
+                    "ping" => prop_assert_eq!(parsed, Ok(ClientMsg::Ping)),
+                    _ => {
+                        let e = parsed.unwrap_err();
+                        prop_assert_eq!(e.rejection.code, ErrorCode::UnknownType);
+                        prop_assert_eq!(e.nonce, nonce);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -59,4 +59,20 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidRoom, "{bad:?}");
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// A name is accepted exactly when it follows the documented rule.
+            #[test]
+            fn accepted_iff_documented(name in "[A-Za-z0-9_.:-]{0,70}|\\PC{0,10}") {
+                let documented = !name.is_empty()
+                    && name.len() <= 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b));
+                prop_assert_eq!(RoomId::parse(&name).is_ok(), documented);
+            }
+        }
+    }
 }
