@@ -60,13 +60,15 @@ async fn comments_reach_every_gateway_numbered_once_across_logic_nodes() {
         viewers.push(g.connect(ROOM).await.0);
     }
     let (mut other_room, _) = g1.connect("elsewhere").await;
+    // A connection of its own for the WebSocket sends: waiting for an ack reads past the batches meanwhile.
+    let (mut sender, _) = g2.connect(ROOM).await;
     // Posts alternate between the logic nodes, and some come through a gateway's WebSocket `send`.
     let mut acked = Vec::new();
     for i in 0..30 {
         let id = match i % 3 {
             0 => l1.post_comment(ROOM, &format!("c{i}")).await,
             1 => l2.post_comment(ROOM, &format!("c{i}")).await,
-            _ => ws_send_ok(&mut viewers[0], &format!("c{i}"), &format!("n{i}")).await,
+            _ => ws_send_ok(&mut sender, &format!("c{i}"), &format!("n{i}")).await,
         };
         acked.push(id);
     }
