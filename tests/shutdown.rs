@@ -101,6 +101,13 @@ async fn unresponsive_viewer_does_not_hold_shutdown_beyond_its_timeout() {
     let mut server =
         Server::start(&["--shutdown-timeout-secs", "1", "--close-timeout-secs", "60"]).await;
     let mut raw = RawWs::connect(server.addr, "/ws?room=stubborn").await;
+    // Joined (its hello came) before the shutdown begins: a connection caught mid-upgrade by the shutdown is
+    // dropped without a close frame, which is another case.
+    let hello = raw.read_frame().await.expect("the hello frame");
+    assert!(
+        String::from_utf8_lossy(&hello.payload).contains("hello"),
+        "{hello:?}"
+    );
     server.signal("TERM").await;
     let close = raw.read_until_close().await;
     assert_eq!(close.close_code(), Some(1001), "{close:?}");
