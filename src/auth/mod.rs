@@ -163,7 +163,11 @@ impl Auth {
         };
         let identity = keys.verify(bearer_token(headers)?)?;
         if !identity.admin {
-            return Err(unauthorized("token is not an admin's"));
+            // Who the caller is is known; what it may do is not enough: 403, not 401.
+            return Err(Rejection::new(
+                ErrorCode::Forbidden,
+                "this token is valid but not an admin's",
+            ));
         }
         Ok(identity)
     }
@@ -321,9 +325,12 @@ mod tests {
         assert!(auth.admin(&bearer(&admin)).unwrap().admin);
         assert_eq!(
             auth.admin(&bearer(&user)).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
+        assert_eq!(
+            auth.admin(&HeaderMap::new()).unwrap_err().code,
             ErrorCode::Unauthorized
         );
-        assert!(auth.admin(&HeaderMap::new()).is_err());
         // Without a secret nobody is an admin.
         assert!(Auth::open().admin(&bearer(&admin)).is_err());
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::control::Hub;
 use super::log::{LogSubscription, RoomLog};
 use super::{AppendError, Entry, Replay, now_ms};
 use crate::protocol::RoomId;
@@ -22,6 +23,8 @@ pub struct LocalBus {
     history: usize,
     /// Room logs one shard may hold; past it, the least recently used room without viewers is forgotten.
     rooms_per_shard: usize,
+    /// Everything published is heard at once, by this one process.
+    pub hub: Hub,
 }
 
 struct Room {
@@ -38,6 +41,7 @@ impl LocalBus {
             hasher: RandomState::new(),
             history: history.max(1),
             rooms_per_shard: max_rooms.div_ceil(SHARDS).max(1),
+            hub: Hub::default(),
         }
     }
 
@@ -145,6 +149,29 @@ impl LocalBus {
 
     pub fn online(&self, room: &RoomId) -> u64 {
         self.existing(room).map_or(0, |r| r.lock().online)
+    }
+
+    /// Every room with viewers, with their count, ordered by name.
+    pub fn rooms(&self) -> Vec<(RoomId, u64)> {
+        let mut out: Vec<(RoomId, u64)> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.lock()
+                    .iter()
+                    .map(|(name, r)| (name.clone(), r.lock().online))
+                    .filter(|(_, n)| *n > 0)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Forgets these comments of the room's history; answers the ids that were there.
+    pub fn forget(&self, room: &RoomId, ids: &[u64]) -> Vec<u64> {
+        self.existing(room)
+            .map_or_else(Vec::new, |r| r.lock().log.forget(ids))
     }
 }
 

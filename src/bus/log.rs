@@ -63,6 +63,27 @@ impl RoomLog {
         }
     }
 
+    /// Forgets these comments (an admin deleted them): their places stay, as [`Entry::deleted`], so that ids stay
+    /// contiguous; replays skip them. Answers the ids that were here.
+    pub fn forget(&mut self, ids: &[u64]) -> Vec<u64> {
+        let Some(oldest) = self.ring.front().map(|e| e.id) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        for &id in ids {
+            let Some(i) = id.checked_sub(oldest) else {
+                continue;
+            };
+            if let Some(e) = self.ring.get_mut(i as usize)
+                && !e.is_deleted()
+            {
+                *e = Entry::deleted(id);
+                found.push(id);
+            }
+        }
+        found
+    }
+
     /// True while some subscriber may still read the feed.
     pub fn is_watched(&self) -> bool {
         self.feed.as_ref().is_some_and(|f| f.receiver_count() > 0)
@@ -100,6 +121,7 @@ impl RoomLog {
             .iter()
             .skip(skip)
             .take_while(|e| e.id <= upto)
+            .filter(|e| !e.is_deleted())
             .take(limit)
             .cloned()
             .collect();
@@ -111,8 +133,16 @@ impl RoomLog {
 
     /// The most recent `limit` entries, ascending.
     pub fn recent(&self, limit: usize) -> Vec<Entry> {
-        let skip = self.ring.len().saturating_sub(limit);
-        self.ring.iter().skip(skip).cloned().collect()
+        let mut out: Vec<Entry> = self
+            .ring
+            .iter()
+            .rev()
+            .filter(|e| !e.is_deleted())
+            .take(limit)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
     }
 }
 
@@ -123,5 +153,45 @@ impl LogSubscription {
             Err(broadcast::error::RecvError::Lagged(_)) => Feed::Lagged,
             Err(broadcast::error::RecvError::Closed) => Feed::Closed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn log_of(n: u64) -> RoomLog {
+        let mut log = RoomLog::new(10);
+        for id in 1..=n {
+            log.push(Entry {
+                id,
+                json: Bytes::from(format!("{{\"id\":{id}}}")),
+            });
+        }
+        log
+    }
+
+    fn ids(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn forgotten_comments_leave_replays_complete_and_without_them() {
+        let mut log = log_of(6);
+        assert_eq!(log.forget(&[2, 5, 9, 2]), vec![2, 5]);
+        let r = log.replay(0, 6, 100);
+        assert!(r.complete);
+        assert_eq!(ids(&r.entries), vec![1, 3, 4, 6]);
+        assert_eq!(ids(&log.recent(3)), vec![3, 4, 6]);
+        // Numbering goes on after the hole, and the ring keeps its arithmetic.
+        log.push(Entry {
+            id: 7,
+            json: Bytes::from_static(b"{}"),
+        });
+        assert_eq!(ids(&log.replay(4, 7, 100).entries), vec![6, 7]);
+        assert_eq!(log.forget(&[1]), vec![1]);
+        assert_eq!(ids(&log.replay(0, 7, 2).entries), vec![3, 4]);
     }
 }

@@ -6,6 +6,7 @@
 //! in-process [`local::LocalBus`]; a cluster's gateways and logic nodes use [`nats::NatsBus`]: the logs live in
 //! JetStream and each gateway mirrors the rooms it has viewers in.
 
+pub mod control;
 pub mod local;
 pub mod log;
 pub mod nats;
@@ -21,6 +22,20 @@ use crate::protocol::RoomId;
 pub struct Entry {
     pub id: u64,
     pub json: Bytes,
+}
+
+impl Entry {
+    /// The place of a deleted comment: it keeps the log's ids contiguous and is never shown.
+    pub fn deleted(id: u64) -> Self {
+        Entry {
+            id,
+            json: Bytes::new(),
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.json.is_empty()
+    }
 }
 
 /// Comments read back from a room's history.
@@ -135,6 +150,67 @@ impl Bus {
         match self {
             Bus::Local(b) => b.online(room),
             Bus::Nats(b) => b.online(room),
+        }
+    }
+}
+
+/// Moderation: what admins decide, heard by every process on the bus (see [`control`]).
+impl Bus {
+    /// Publishes an event to every process on the bus, this one included. In a cluster a sanction is stored, so
+    /// that nodes started later know it.
+    pub async fn publish(&self, event: control::Control) -> Result<(), String> {
+        match self {
+            Bus::Local(b) => {
+                b.hub.hear(event);
+                Ok(())
+            }
+            Bus::Nats(b) => b.publish(&event).await,
+        }
+    }
+
+    /// Deletes comments from the room's history and tells every gateway, whose viewers then remove them. Answers
+    /// the ids that were in the history (the others were already gone, or never were).
+    pub async fn delete(&self, room: &RoomId, ids: &[u64]) -> Result<Vec<u64>, String> {
+        let found = match self {
+            Bus::Local(b) => b.forget(room, ids),
+            Bus::Nats(b) => b.forget(room, ids).await?,
+        };
+        // Viewers are told even of ids no longer in history: they may still have them on screen.
+        self.publish(control::Control::Delete {
+            room: room.clone(),
+            ids: ids.to_vec(),
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// The events this process hears from now on.
+    pub fn control_events(&self) -> tokio::sync::broadcast::Receiver<control::Control> {
+        self.hub().events()
+    }
+
+    /// The strongest mute or ban in force on `user` in `room`.
+    pub fn sanction_of(&self, user: &str, room: &RoomId) -> Option<control::Sanction> {
+        self.hub().sanctions.of(user, room)
+    }
+
+    /// Every mute and ban in force.
+    pub fn sanctions(&self) -> Vec<control::Sanction> {
+        self.hub().sanctions.list()
+    }
+
+    /// Rooms with viewers and their counts (in a cluster: as reported by every gateway).
+    pub fn rooms(&self) -> Vec<(RoomId, u64)> {
+        match self {
+            Bus::Local(b) => b.rooms(),
+            Bus::Nats(b) => b.rooms(),
+        }
+    }
+
+    fn hub(&self) -> &control::Hub {
+        match self {
+            Bus::Local(b) => &b.hub,
+            Bus::Nats(b) => b.hub(),
         }
     }
 }

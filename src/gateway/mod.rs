@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod fanout;
+pub mod moderation;
 pub mod origin;
 pub mod registry;
 pub mod room;

@@ -89,10 +89,14 @@ impl Registry {
         }
     }
 
-    /// Every viewer of every room, for closing them all at shutdown.
-    pub fn all_viewers(&self) -> Vec<Arc<Viewer>> {
-        let rooms: Vec<Arc<Room>> = self
-            .shards
+    /// The room if it has viewers here.
+    pub fn room(&self, id: &RoomId) -> Option<Arc<Room>> {
+        self.shard(id).lock().get(id).map(|slot| slot.room.clone())
+    }
+
+    /// Every room with viewers here.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        self.shards
             .iter()
             .flat_map(|s| {
                 s.lock()
@@ -100,7 +104,11 @@ impl Registry {
                     .map(|slot| slot.room.clone())
                     .collect::<Vec<_>>()
             })
-            .collect();
-        rooms.iter().flat_map(|r| r.members()).collect()
+            .collect()
+    }
+
+    /// Every viewer of every room, for closing them all at shutdown.
+    pub fn all_viewers(&self) -> Vec<Arc<Viewer>> {
+        self.rooms().iter().flat_map(|r| r.members()).collect()
     }
 }

@@ -193,6 +193,11 @@ impl Room {
         }
     }
 
+    /// Hands a frame that carries no comment (a deletion, a notice) to every member now, beside the batches.
+    pub async fn broadcast(self: &Arc<Self>, frame: &Bytes) -> usize {
+        self.fanout(frame, 0).await
+    }
+
     /// Hands `frame` to every member; returns how many took it.
     async fn fanout(self: &Arc<Self>, frame: &Bytes, tag: u64) -> usize {
         let started = std::time::Instant::now();
@@ -237,7 +242,10 @@ impl Batcher {
                     self.fill(e.id - 1).await;
                 }
                 self.last_seen = e.id;
-                self.pending.push(e);
+                // A deleted comment's place (a mirror refilled from JetStream) holds nothing to show.
+                if !e.is_deleted() {
+                    self.pending.push(e);
+                }
             }
             Feed::Lagged => {
                 let upto = self.bus.last_id(&self.room.id).await;

@@ -22,6 +22,7 @@ use super::Gateway;
 use super::connection::{self, Join};
 use super::viewer::Viewer;
 use crate::auth::Auth;
+use crate::bus::control::SanctionKind;
 use crate::logic::http::reject;
 use crate::protocol::comment::validate_user;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -44,6 +45,15 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         Ok(j) => j,
         Err(r) => return reject(&r),
     };
+    if let Some(id) = &join.identity
+        && let Some(s) = gw.bus.sanction_of(&id.user_id, &join.room)
+        && s.kind == SanctionKind::Ban
+    {
+        return reject(&Rejection::new(
+            ErrorCode::Banned,
+            "this user is banned from the room",
+        ));
+    }
     let key = match handshake_key(req.method(), req.headers()) {
         Ok(k) => k,
         Err(r) => return reject(&r),
@@ -82,7 +92,8 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
                 .set_send_buffer_size(task_gw.args.send_buffer_bytes);
         }
         let id = task_gw.next_id.fetch_add(1, Ordering::Relaxed);
-        let viewer = Arc::new(Viewer::new(id, stream, task_gw.args.queue_bytes));
+        let user_id = join.identity.as_ref().map(|i| i.user_id.as_str().into());
+        let viewer = Arc::new(Viewer::new(id, user_id, stream, task_gw.args.queue_bytes));
         connection::run(task_gw, viewer, join, early).await;
     });
     let mut res = Response::new(Body::empty());

@@ -22,6 +22,8 @@ const MAX_IOV: usize = 32;
 
 pub struct Viewer {
     pub id: u64,
+    /// The user its token proved (a guest has none): what a ban closes.
+    pub user_id: Option<Box<str>>,
     pub(super) stream: TcpStream,
     outbox: Mutex<Outbox>,
     /// Wakes the connection task: something was queued, or the viewer is being closed.
@@ -66,9 +68,10 @@ pub enum Drain {
 }
 
 impl Viewer {
-    pub fn new(id: u64, stream: TcpStream, limit: usize) -> Self {
+    pub fn new(id: u64, user_id: Option<Box<str>>, stream: TcpStream, limit: usize) -> Self {
         Viewer {
             id,
+            user_id,
             stream,
             outbox: Mutex::new(Outbox {
                 queue: VecDeque::new(),

@@ -41,11 +41,33 @@ pub fn reject(r: &Rejection) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// A request's JSON body, read up to `limit` bytes; the refusals name `shape`, what the body should look like.
+pub async fn json_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+    shape: &str,
+) -> Result<T, Rejection> {
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        return Err(Rejection::new(
+            ErrorCode::MessageTooLarge,
+            format!("request body is larger than {limit} bytes"),
+        ));
+    };
+    if std::str::from_utf8(&bytes).is_err() {
+        return Err(Rejection::new(
+            ErrorCode::InvalidUtf8,
+            "request body is not valid UTF-8",
+        ));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Rejection::new(ErrorCode::BadJson, format!("body must be {shape}: {e}")))
+}
+
 fn json_bytes(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomId, Rejection> {
+pub fn room_from(path: Result<Path<String>, PathRejection>) -> Result<RoomId, Rejection> {
     match path {
         Ok(Path(name)) => RoomId::parse(&name),
         Err(_) => Err(Rejection::new(
@@ -78,27 +100,10 @@ async fn post_comment(
         Ok(i) => i,
         Err(r) => return reject(&r),
     };
-    let limit = logic.args().max_message_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return reject(&Rejection::new(
-            ErrorCode::MessageTooLarge,
-            format!("request body is larger than {limit} bytes"),
-        ));
-    };
-    if std::str::from_utf8(&bytes).is_err() {
-        return reject(&Rejection::new(
-            ErrorCode::InvalidUtf8,
-            "request body is not valid UTF-8",
-        ));
-    }
-    let body: PostBody = match serde_json::from_slice(&bytes) {
+    let shape = r#"{"user","text","color"?,"mode"?}"#;
+    let body: PostBody = match json_body(body, logic.args().max_message_bytes, shape).await {
         Ok(b) => b,
-        Err(e) => {
-            return reject(&Rejection::new(
-                ErrorCode::BadJson,
-                format!("body must be {{\"user\",\"text\",\"color\"?,\"mode\"?}}: {e}"),
-            ));
-        }
+        Err(r) => return reject(&r),
     };
     // A verified sender posts under its token's name, whatever the body says.
     let user = match &identity {
@@ -111,7 +116,8 @@ async fn post_comment(
         color: body.color.as_deref(),
         mode: body.mode.as_deref(),
     };
-    match logic.accept(&room, &sub).await {
+    let sender = identity.as_ref().map(|i| i.user_id.as_str());
+    match logic.accept(&room, &sub, sender).await {
         Ok(id) => axum::Json(serde_json::json!({ "id": id })).into_response(),
         Err(r) => reject(&r),
     }

@@ -1,6 +1,7 @@
 //! The ingest side: takes comments from senders, validates them and appends them to the room's log on the bus,
 //! which numbers them, keeps them as history and publishes them to the gateways.
 
+pub mod admin;
 pub mod http;
 pub mod remote;
 pub mod words;
@@ -10,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::auth::{Auth, Identity};
+use crate::bus::control::{Control, SanctionKind};
 use crate::bus::{AppendError, Bus};
 use crate::config::LogicArgs;
 use crate::protocol::comment::Submission;
@@ -54,6 +56,30 @@ impl Logic {
         self.words.reload()
     }
 
+    /// Rereads the blocked words whenever an admin asks any logic node to, for as long as this one lives.
+    pub fn follow_control(self: &Arc<Self>) {
+        let mut events = self.bus.control_events();
+        let logic = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(Control::ReloadWords) => {
+                        let Some(logic) = logic.upgrade() else { return };
+                        match logic.reload_blocked_words() {
+                            Ok(n) => tracing::info!(entries = n, "admin: blocked words reloaded"),
+                            Err(e) => tracing::warn!(
+                                "admin reload: {e}; the previous list stays in force"
+                            ),
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     pub fn auth(&self) -> &Auth {
         &self.auth
     }
@@ -66,8 +92,28 @@ impl Logic {
         &self.bus
     }
 
-    /// Validates, numbers, stores and publishes one comment.
-    pub async fn accept(&self, room: &RoomId, sub: &Submission<'_>) -> Result<u64, Rejection> {
+    /// Validates, numbers, stores and publishes one comment. `sender` is the user id a token proved, which mutes
+    /// and bans name.
+    pub async fn accept(
+        &self,
+        room: &RoomId,
+        sub: &Submission<'_>,
+        sender: Option<&str>,
+    ) -> Result<u64, Rejection> {
+        if let Some(s) = sender.and_then(|user| self.bus.sanction_of(user, room)) {
+            metrics::counter!("danmaku_rejected_total", "code" => "muted").increment(1);
+            let until = s.until_ms.map_or_else(
+                || "until lifted".to_owned(),
+                |ms| format!("until {ms} (ms since the epoch)"),
+            );
+            return Err(Rejection::new(
+                match s.kind {
+                    SanctionKind::Mute => ErrorCode::Muted,
+                    SanctionKind::Ban => ErrorCode::Banned,
+                },
+                format!("this user may not send here ({}, {until})", s.kind.as_str()),
+            ));
+        }
         let validated = Draft::validate(sub, self.args.max_chars).and_then(|mut d| {
             d.text = self.words.apply(std::mem::take(&mut d.text))?;
             Ok(d)
@@ -109,8 +155,11 @@ impl Ingest for Logic {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        _sender: Option<&'a Identity>,
+        sender: Option<&'a Identity>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
-        Box::pin(async move { self.accept(room, &sub).await })
+        Box::pin(async move {
+            self.accept(room, &sub, sender.map(|i| i.user_id.as_str()))
+                .await
+        })
     }
 }

@@ -196,7 +196,8 @@ async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {
         color: request.color.as_deref(),
         mode: request.mode.as_deref(),
     };
-    logic.accept(&room, &sub).await
+    let sender = request.verified.as_ref().map(|v| v.id.as_ref());
+    logic.accept(&room, &sub, sender).await
 }
 
 #[cfg(test)]

@@ -27,10 +27,13 @@ pub enum ErrorCode {
     Unauthorized,
     ForbiddenOrigin,
     BlockedText,
+    Forbidden,
+    Muted,
+    Banned,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidUtf8,
@@ -52,6 +55,9 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::ForbiddenOrigin,
         ErrorCode::BlockedText,
+        ErrorCode::Forbidden,
+        ErrorCode::Muted,
+        ErrorCode::Banned,
     ];
 
     /// The code with this string form.
@@ -82,6 +88,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::ForbiddenOrigin => "forbidden_origin",
             ErrorCode::BlockedText => "blocked_text",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Muted => "muted",
+            ErrorCode::Banned => "banned",
         }
     }
 
@@ -94,7 +103,10 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unavailable => 503,
             ErrorCode::Unauthorized => 401,
-            ErrorCode::ForbiddenOrigin => 403,
+            ErrorCode::ForbiddenOrigin
+            | ErrorCode::Forbidden
+            | ErrorCode::Muted
+            | ErrorCode::Banned => 403,
             _ => 400,
         }
     }

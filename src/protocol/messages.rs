@@ -111,6 +111,16 @@ pub enum ServerMsg<'a> {
         message: &'a str,
     },
     Pong,
+    /// An admin deleted these comments: clients remove them wherever they are shown or queued.
+    Delete {
+        room: &'a str,
+        ids: &'a [u64],
+    },
+    /// A system message from an admin, shown apart from comments.
+    Notice {
+        room: &'a str,
+        text: &'a str,
+    },
 }
 
 impl ServerMsg<'_> {
@@ -213,6 +223,14 @@ mod tests {
         assert_eq!(
             payload(&hello.frame()),
             serde_json::json!({"type":"hello","room":"r1","online":12,"last_id":41,"recovered":true})
+        );
+        let delete = ServerMsg::Delete {
+            room: "r1",
+            ids: &[4, 9],
+        };
+        assert_eq!(
+            payload(&delete.frame()),
+            serde_json::json!({"type":"delete","room":"r1","ids":[4,9]})
         );
         let ack = ServerMsg::Ack { nonce: None, id: 3 };
         assert_eq!(

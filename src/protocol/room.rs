@@ -29,6 +29,21 @@ impl RoomId {
     }
 }
 
+/// Serialized as its name; deserializing validates it, so a room read off the bus is as trustworthy as one parsed at
+/// the edge.
+impl serde::Serialize for RoomId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RoomId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        RoomId::parse(&name).map_err(|r| serde::de::Error::custom(r.message))
+    }
+}
+
 impl fmt::Display for RoomId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

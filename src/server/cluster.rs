@@ -76,6 +76,7 @@ pub async fn gateway(mut args: GatewayNodeArgs) -> std::io::Result<()> {
         auth,
         tasks.clone(),
     )?);
+    gateway.follow_control();
     let app = gateway
         .routes()
         .merge(crate::web::routes())
@@ -109,6 +110,7 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
             .map_err(std::io::Error::other)?,
     );
     reload_on_hangup(logic.clone());
+    logic.follow_control();
     let tasks = TaskTracker::new();
     let answering = tokio::spawn(remote::answer(
         logic.clone(),
@@ -119,7 +121,9 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
     let listener = bind(args.listen, true)?;
     let addr = listener.local_addr()?;
     let prometheus = metrics::install();
-    let app = logic::http::routes(logic).merge(common_routes(prometheus));
+    let app = logic::http::routes(logic.clone())
+        .merge(logic::admin::routes(logic))
+        .merge(common_routes(prometheus));
     println!("listening on {addr}");
     tracing::info!(%addr, nats = %args.nats.nats, "logic node serving");
     let grace = Duration::from_secs(args.shutdown_timeout_secs);

@@ -45,6 +45,7 @@ pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
         Logic::new(bus.clone(), args.logic.clone(), auth.clone()).map_err(std::io::Error::other)?,
     );
     reload_on_hangup(logic.clone());
+    logic.follow_control();
     let tasks = TaskTracker::new();
     let gateway = Arc::new(Gateway::new(
         args.gateway.clone(),
@@ -54,8 +55,10 @@ pub async fn serve(mut args: ServeArgs) -> std::io::Result<()> {
         auth,
         tasks.clone(),
     )?);
+    gateway.follow_control();
     let app = gateway
         .routes()
+        .merge(logic::admin::routes(logic.clone()))
         .merge(logic::http::routes(logic))
         .merge(crate::web::routes())
         .merge(common_routes(prometheus));

@@ -326,6 +326,11 @@ if (client) {
     }
     logAppend(...entries);
   });
+  client.on('delete', (d) => {
+    renderer.remove(d.ids);
+    logSystem(`a moderator removed ${d.ids.length === 1 ? 'a comment' : `${d.ids.length} comments`}`);
+  });
+  client.on('notice', (n) => logSystem(`notice: ${n.text}`, true));
   client.on('error', (e) => {
     // Send refusals are shown next to the send box; anything else goes to the log.
     if (e.nonce === undefined && e.code !== 'message_too_large') logSystem(`server error: ${e.code} ${e.message}`, true);

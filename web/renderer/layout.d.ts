@@ -92,6 +92,8 @@ export class Layout<T extends LayoutItem = LayoutItem> {
   onGap(): number;
   dropQueued(reason: DropReason | string): number;
   clear(): Placed<T>[];
+  /** takes items with these ids off screen and out of the queues; returns the removed on-screen records */
+  remove(ids: number[]): Placed<T>[];
   step(t: number, wall: number, running?: boolean): { placed: Placed<T>[]; removed: Placed<T>[] };
   rect(rec: Placed<T>, t: number): Rect;
   visible(t: number): VisibleComment[];

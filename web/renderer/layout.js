@@ -212,6 +212,20 @@ export class Layout {
     return removed;
   }
 
+  /**
+   * Takes comments with these ids off screen and out of the queues (an admin deleted them).
+   * @returns the removed on-screen records, whose elements the caller frees
+   */
+  remove(ids) {
+    const gone = new Set(ids);
+    const keep = (e) => !gone.has(e.item.id);
+    this.queue = this.queue.filter(keep);
+    this.ownQueue = this.ownQueue.filter(keep);
+    const removed = [...this.live].filter((rec) => gone.has(rec.item.id));
+    for (const rec of removed) this._remove(rec);
+    return removed;
+  }
+
   _remove(rec) {
     this.live.delete(rec);
     const lanes = this.lanes[rec.mode];

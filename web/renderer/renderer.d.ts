@@ -98,6 +98,8 @@ export class DanmakuRenderer {
   addMany(comments: RendererComment[], options?: { own?: boolean }): void;
   setOptions(options: DisplayOptions): void;
   clear(): void;
+  /** takes comments with these ids off screen and out of the wait queue (an admin deleted them) */
+  remove(ids: number[]): void;
   seek(): void;
   resize(): void;
   /** clock mode only (no video) */

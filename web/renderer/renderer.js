@@ -238,6 +238,11 @@ export class DanmakuRenderer {
     this._release(this.layout.clear());
   }
 
+  /** Takes comments with these ids off screen and out of the wait queue (an admin deleted them). */
+  remove(ids) {
+    this._release(this.layout.remove(ids));
+  }
+
   /** The video jumped: nothing on screen belongs to the new position. */
   seek() {
     this.clear();

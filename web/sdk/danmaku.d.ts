@@ -94,6 +94,10 @@ export interface ClientEvents {
   error: { code: string; message: string; nonce?: string };
   reconnect: { attempt: number; delayMs: number; code: number; reason: string };
   close: { code: number; reason: string; wasClean: boolean };
+  /** an admin deleted these comments: remove them wherever they are shown */
+  delete: { room: string; ids: number[] };
+  /** a system message from an admin (plain text: show it as text, never as HTML) */
+  notice: { room: string; text: string };
 }
 
 export class DanmakuError extends Error {
@@ -158,4 +162,6 @@ export class Cursor {
   since(): number | null;
   onHello(hello: Pick<Hello, 'last_id' | 'recovered'>): Gap | null;
   accept<T extends { id: number }>(msgs: T[]): T[];
+  /** ids deleted by an admin: never delivered from now on */
+  forget(ids: number[]): void;
 }

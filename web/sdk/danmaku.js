@@ -131,11 +131,29 @@ export function wsUrlFromLocation(loc = globalThis.location) {
  * The since/dedup bookkeeping, socket-free. `lastId` is the id of the last comment delivered to the
  * application (or the starting position from `hello`); it is what the next connection asks for with `since`.
  */
+/** Deleted ids a cursor remembers. */
+const MAX_DELETED_REMEMBERED = 512;
+
 export class Cursor {
   /** @param {number|null} [since] a position to start from (e.g. restored from a previous page) */
   constructor(since = null) {
     this.lastId = since ?? null;
     this.duplicates = 0;
+    // Ids an admin deleted, remembered (the newest few hundred) in case the comment itself is still on its way.
+    this.deleted = new Set();
+  }
+
+  /** Takes a `delete`: those ids are never delivered from now on. */
+  forget(ids) {
+    if (!Array.isArray(ids)) return;
+    for (const id of ids) {
+      const n = Number(id);
+      if (Number.isFinite(n)) this.deleted.add(n);
+    }
+    for (const old of this.deleted) {
+      if (this.deleted.size <= MAX_DELETED_REMEMBERED) break;
+      this.deleted.delete(old);
+    }
   }
 
   /** The `since` to put in the next connection's URL, or null for "live only". */
@@ -183,6 +201,7 @@ export class Cursor {
         continue;
       }
       this.lastId = id;
+      if (this.deleted.has(id)) continue;
       out.push(c);
     }
     return out;
@@ -410,6 +429,14 @@ export class DanmakuClient extends Emitter {
       }
       case 'online':
         this._setOnline(m.count);
+        break;
+      case 'delete':
+        if (!Array.isArray(m.ids)) break;
+        this.cursor.forget(m.ids);
+        this.emit('delete', { room: m.room, ids: m.ids.map(Number).filter(Number.isFinite) });
+        break;
+      case 'notice':
+        if (typeof m.text === 'string') this.emit('notice', { room: m.room, text: m.text });
         break;
       case 'ack':
         this._onAck(m);

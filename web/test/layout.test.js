@@ -303,3 +303,23 @@ test('top and bottom comments never cover each other where their lanes meet', ()
   }
   assert.equal(L.stats(0).live + L.stats(0).queued, 8, 'what does not fit waits');
 });
+
+test('remove takes deleted comments off screen and out of both queues, and frees their lanes', () => {
+  const l = mk({ queueSize: 10 });
+  const shown = c(100);
+  const waiting = c(100, 'top');
+  const own = c(100, 'bottom');
+  l.enqueue(shown, 0);
+  l.step(0, 0);
+  l.enqueue(waiting, 0);
+  l.enqueue(own, 0, true);
+  const removed = l.remove([shown.id, waiting.id, own.id, 999]);
+  assert.deepEqual(removed.map((r) => r.item.id), [shown.id]);
+  assert.equal(l.visible(0).length, 0);
+  assert.equal(l.queue.length + l.ownQueue.length, 0);
+  // The lane is free again: the next comment takes lane 0 at once.
+  const next = c(100);
+  l.enqueue(next, 0);
+  const { placed } = l.step(1, 1);
+  assert.deepEqual(placed.map((p) => [p.item.id, p.lane]), [[next.id, 0]]);
+});

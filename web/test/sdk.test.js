@@ -356,3 +356,24 @@ test('online frames update the count; unknown frames are ignored', () => {
   assert.equal(events.error.length, 0);
   client.close();
 });
+
+test('delete frames are passed on, and a deleted comment still on its way is never delivered', () => {
+  const { client, events } = setup();
+  const deletes = [];
+  const notices = [];
+  client.on('delete', (d) => deletes.push(d));
+  client.on('notice', (n) => notices.push(n));
+  FakeWS.last.hello(10, true);
+  FakeWS.last.batch(11);
+  FakeWS.last.deliver({ type: 'delete', room: 'r1', ids: [11, 12] });
+  FakeWS.last.batch(12, 13);
+  assert.deepEqual(deletes, [{ room: 'r1', ids: [11, 12] }]);
+  assert.deepEqual(events.comment.map((c) => c.id), [11, 13]);
+  // The position still moves past the deleted one: a reconnection does not ask for it again.
+  assert.equal(client.lastId, 13);
+  FakeWS.last.deliver({ type: 'notice', room: 'r1', text: '<b>be nice</b>' });
+  FakeWS.last.deliver({ type: 'delete', room: 'r1', ids: 'nope' });
+  assert.deepEqual(notices, [{ room: 'r1', text: '<b>be nice</b>' }]);
+  assert.equal(deletes.length, 1);
+  client.close();
+});

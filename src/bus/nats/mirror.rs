@@ -134,6 +134,11 @@ impl Watch {
     pub fn last_id(&self) -> u64 {
         self.0.log.lock().last_id()
     }
+
+    /// Forgets comments an admin deleted (see [`RoomLog::forget`]).
+    pub fn forget(&self, ids: &[u64]) -> Vec<u64> {
+        self.0.log.lock().forget(ids)
+    }
 }
 
 struct Sync {
@@ -225,8 +230,17 @@ impl Sync {
         let entries = history::read(&self.stream, &self.room, self.last_seq).await?;
         let mut log = self.log.lock();
         let (first_load, mut recovered) = (log.last_id() == 0, 0);
+        let mut previous = None;
         for (entry, seq) in entries {
             if entry.id > log.last_id() {
+                // One read returns the room's messages in order, and the history limit removes only the oldest:
+                // a hole between two of them is comments an admin deleted, whose places keep the ids contiguous.
+                if let Some(prev) = previous {
+                    for id in prev + 1..entry.id {
+                        log.push(Entry::deleted(id));
+                    }
+                }
+                previous = Some(entry.id);
                 log.push(entry);
                 recovered += 1;
             }

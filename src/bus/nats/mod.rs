@@ -10,6 +10,7 @@
 //! - Gateways publish their viewer counts per room on `danmaku.online.<room>` ([`presence`]).
 
 mod append;
+mod control;
 mod history;
 mod mirror;
 mod presence;
@@ -23,6 +24,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use super::control::{Control, Hub};
 use super::log::LogSubscription;
 use super::{AppendError, Entry, Replay};
 use crate::protocol::RoomId;
@@ -52,8 +54,10 @@ pub struct NatsBus {
     client: Client,
     stream: stream::Stream,
     appender: append::Appender,
-    mirror: mirror::Mirror,
+    mirror: Arc<mirror::Mirror>,
     presence: Arc<presence::Presence>,
+    hub: Arc<Hub>,
+    control: control::Link,
 }
 
 /// The subject token of a room: `.` separates subject tokens, so it is written `~` (which room names never hold).
@@ -236,18 +240,30 @@ impl NatsBus {
         if options.role == Role::Logic {
             tokio::spawn(presence.clone().hear_all(client.clone(), stop.clone()));
         }
+        let mirror = Arc::new(mirror::Mirror::new(
+            client.clone(),
+            stream.clone(),
+            connected,
+            presence.clone(),
+            options.history,
+        ));
+        let hub = Arc::new(Hub::default());
+        let control = control::Link::start(
+            client.clone(),
+            js.clone(),
+            hub.clone(),
+            mirror.clone(),
+            stop,
+        )
+        .await?;
         Some(NatsBus {
             appender: append::Appender::new(client.clone(), js, stream.clone(), options.max_rooms),
-            mirror: mirror::Mirror::new(
-                client.clone(),
-                stream.clone(),
-                connected,
-                presence.clone(),
-                options.history,
-            ),
+            mirror,
             client,
             stream,
             presence,
+            hub,
+            control,
         })
     }
 
@@ -335,6 +351,37 @@ impl NatsBus {
 
     pub fn online(&self, room: &RoomId) -> u64 {
         self.presence.online(room)
+    }
+
+    /// Every room some gateway reports viewers in, with their count.
+    pub fn rooms(&self) -> Vec<(RoomId, u64)> {
+        self.presence.rooms()
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub async fn publish(&self, event: &Control) -> Result<(), String> {
+        self.control.publish(event).await
+    }
+
+    /// Deletes these comments from the room's log in JetStream; answers the ids that were there.
+    pub async fn forget(&self, room: &RoomId, ids: &[u64]) -> Result<Vec<u64>, String> {
+        let stored = history::read(&self.stream, room, 0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for (entry, seq) in stored {
+            if ids.contains(&entry.id) {
+                self.stream
+                    .delete_message(seq)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                found.push(entry.id);
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -73,6 +73,22 @@ impl Presence {
         mine + others
     }
 
+    /// Every room with viewers here or in a live report, with its count, ordered by name.
+    pub fn rooms(&self) -> Vec<(RoomId, u64)> {
+        let mut names: Vec<RoomId> = self.local.lock().keys().cloned().collect();
+        names.extend(self.remote.lock().keys().cloned());
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|r| {
+                let n = self.online(&r);
+                (r, n)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Takes in one report heard on the room's presence subject.
     pub fn absorb(&self, room: &RoomId, payload: &[u8]) {
         let Ok(report) = serde_json::from_slice::<Report<'_>>(payload) else {
