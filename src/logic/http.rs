@@ -111,7 +111,8 @@ async fn post_comment(
         color: body.color.as_deref(),
         mode: body.mode.as_deref(),
     };
-    match logic.accept(&room, &sub).await {
+    let moderator = identity.as_ref().is_some_and(|i| i.admin);
+    match logic.accept(&room, &sub, moderator).await {
         Ok(id) => axum::Json(serde_json::json!({ "id": id })).into_response(),
         Err(r) => reject(&r),
     }

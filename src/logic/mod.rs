@@ -66,10 +66,17 @@ impl Logic {
         &self.bus
     }
 
-    /// Validates, numbers, stores and publishes one comment.
-    pub async fn accept(&self, room: &RoomId, sub: &Submission<'_>) -> Result<u64, Rejection> {
+    /// Validates, numbers, stores and publishes one comment. `moderator`: its sender proved an admin token (the
+    /// comment then carries `"mod":true`, which gateways never shed or merge).
+    pub async fn accept(
+        &self,
+        room: &RoomId,
+        sub: &Submission<'_>,
+        moderator: bool,
+    ) -> Result<u64, Rejection> {
         let validated = Draft::validate(sub, self.args.max_chars).and_then(|mut d| {
             d.text = self.words.apply(std::mem::take(&mut d.text))?;
+            d.moderator = moderator;
             Ok(d)
         });
         let draft = match validated {
@@ -109,8 +116,9 @@ impl Ingest for Logic {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        _sender: Option<&'a Identity>,
+        sender: Option<&'a Identity>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
-        Box::pin(async move { self.accept(room, &sub).await })
+        let moderator = sender.is_some_and(|s| s.admin);
+        Box::pin(async move { self.accept(room, &sub, moderator).await })
     }
 }
