@@ -272,6 +272,22 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10)]
     pub handshake_timeout_secs: u64,
 
+    /// Comments a second one room's frames may carry on this gateway, sampled evenly past it (moderators' always
+    /// get through; history keeps everything). 0 = no cap: what a room can show depends on its clients, which the
+    /// server cannot know (see docs/security.md, Hot rooms).
+    #[arg(long, env = "DANMAKU_ROOM_DELIVERY_CAP", default_value_t = 0)]
+    pub room_delivery_cap: u32,
+
+    /// Identical comments (same text, color and mode) in one frame merge into the first, which carries
+    /// `"count": n` (`--merge-identical false` to send each one).
+    #[arg(
+        long,
+        env = "DANMAKU_MERGE_IDENTICAL",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub merge_identical: bool,
+
     /// How often a room's online count is pushed while it changes, in milliseconds.
     #[arg(long, env = "DANMAKU_ONLINE_INTERVAL_MS", default_value_t = 2000)]
     pub online_interval_ms: u64,

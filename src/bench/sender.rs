@@ -72,9 +72,25 @@ struct Common {
     counters: Arc<Counters>,
     errors: Mutex<BTreeMap<String, u64>>,
     max_ids: Mutex<Vec<u64>>,
+    /// The last comment text handed out, in µs.
+    last_stamp: AtomicU64,
 }
 
 impl Common {
+    /// The next comment's text: its send time in µs, made unique across lanes (a few µs late at worst when two
+    /// lanes send in the same µs). Servers merge identical comments of one window by default
+    /// (`--merge-identical`), and the bench would count the merged copy as lost.
+    fn stamp(&self) -> String {
+        let now = now_us();
+        let prev = self
+            .last_stamp
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(now.max(p + 1))
+            })
+            .unwrap_or_else(|p| p);
+        scan::stamp(now.max(prev + 1))
+    }
+
     fn error(&self, what: impl Into<String>) {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         *self.errors.lock().entry(what.into()).or_default() += 1;
@@ -116,6 +132,7 @@ impl Sender {
             counters: Arc::new(Counters::default()),
             errors: Mutex::new(BTreeMap::new()),
             max_ids: Mutex::new(vec![0; cfg.rooms]),
+            last_stamp: AtomicU64::new(0),
             cfg,
         });
         let cfg = &common.cfg;
@@ -358,7 +375,7 @@ async fn http_lane(common: Arc<Common>, mut conn: HttpConn, s: Schedule) -> Opti
             "/api/rooms/{}/danmaku",
             plan::room_name(&cfg.room_prefix, room)
         );
-        let body = format!(r#"{{"user":"bench","text":"{}"}}"#, scan::stamp(now_us()));
+        let body = format!(r#"{{"user":"bench","text":"{}"}}"#, common.stamp());
         common.counters.sent.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(
             REQUEST_TIMEOUT,
@@ -402,7 +419,7 @@ async fn ws_lane(common: Arc<Common>, lane: WsLane, s: Schedule) -> Option<HttpC
     while s.wait(k, &common.counters).await.is_some() {
         k += s.step;
         number += 1;
-        let stamp = scan::stamp(now_us());
+        let stamp = common.stamp();
         let text = match protocol {
             Protocol::V1 => format!(r#"{{"type":"send","text":"{stamp}"}}"#),
             // The same shape and size as a v1 comment, so peers carry as many bytes per delivery as danmaku.

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod fanout;
+pub mod hot;
 pub mod moderation;
 pub mod origin;
 pub mod registry;
@@ -56,6 +57,8 @@ impl Gateway {
         let settings = BatchSettings {
             window: args.batch_window(),
             online_interval: Duration::from_millis(args.online_interval_ms.max(10)),
+            delivery_cap: args.room_delivery_cap,
+            merge_identical: args.merge_identical,
         };
         let threads = match args.fanout_shards {
             0 => std::thread::available_parallelism().map_or(1, usize::from),

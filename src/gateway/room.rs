@@ -18,10 +18,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::fanout::FanoutPool;
+use super::hot::{self, Bucket, Fate, Item};
 use super::viewer::Viewer;
 use crate::bus::{Bus, Entry, Feed};
 use crate::protocol::RoomId;
-use crate::protocol::messages::{ServerMsg, batch_frame};
+use crate::protocol::messages::{BatchTail, ServerMsg, batch_frame, batch_frame_with};
 
 /// Up to this many members a fan-out is done in the batcher's own task: handing it to threads would cost more
 /// than writing.
@@ -42,6 +43,10 @@ pub struct Room {
 pub struct BatchSettings {
     pub window: Duration,
     pub online_interval: Duration,
+    /// Comments a second the room's frames may carry (`--room-delivery-cap`); 0: no cap.
+    pub delivery_cap: u32,
+    /// Identical comments of one frame merge into one with a count (`--merge-identical`).
+    pub merge_identical: bool,
 }
 
 impl Room {
@@ -115,6 +120,10 @@ impl Room {
             bus,
             pending: Vec::new(),
             last_seen: last,
+            bucket: (settings.delivery_cap > 0)
+                .then(|| Bucket::new(settings.delivery_cap, Instant::now())),
+            merge: settings.merge_identical,
+            shed: 0,
         };
         let deadline = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(deadline);
@@ -134,11 +143,12 @@ impl Room {
             if inflight.is_none() {
                 let next = if due {
                     // With no window, each comment is its own frame: they queue here behind the fan-out.
-                    let frame = batcher.frame(if settings.window.is_zero() {
+                    let max = if settings.window.is_zero() {
                         1
                     } else {
                         usize::MAX
-                    });
+                    };
+                    let frame = batcher.frame(max, Instant::now());
                     due = !batcher.pending.is_empty() && settings.window.is_zero();
                     frame
                 } else {
@@ -230,6 +240,12 @@ struct Batcher {
     pending: Vec<Entry>,
     /// The highest id taken from the feed or the log.
     last_seen: u64,
+    /// The room's delivery budget, with `--room-delivery-cap`.
+    bucket: Option<Bucket>,
+    merge: bool,
+    /// Comments shed since the last frame written: a window whose comments were all shed sends no frame (a write
+    /// per viewer to say nothing), and its count goes with the next one.
+    shed: u64,
 }
 
 impl Batcher {
@@ -270,17 +286,195 @@ impl Batcher {
         self.last_seen = self.last_seen.max(upto);
     }
 
-    /// The first `max` pending comments as one frame, tagged with the last id it carries; from now on that id counts as
-    /// delivered for viewers who join.
-    fn frame(&mut self, max: usize) -> Option<(Bytes, u64)> {
+    /// The next frame of at most `max` pending comments, tagged with the last id it accounts for; from now on that
+    /// id counts as delivered for viewers who join. Pending comments that were all shed make no frame: the next
+    /// ones are tried, so nothing is left pending without a reason to wake the batcher.
+    fn frame(&mut self, max: usize, now: Instant) -> Option<(Bytes, u64)> {
+        while !self.pending.is_empty() {
+            if let Some(frame) = self.frame_once(max, now) {
+                return Some(frame);
+            }
+        }
+        None
+    }
+
+    fn frame_once(&mut self, max: usize, now: Instant) -> Option<(Bytes, u64)> {
         let n = self.pending.len().min(max);
-        let last = self.pending.get(n.checked_sub(1)?)?.id;
-        let frame = batch_frame(
-            self.room.id.as_str(),
-            self.pending[..n].iter().map(|e| &e.json),
-        );
+        let upto = self.pending.get(n.checked_sub(1)?)?.id;
+        let window = &self.pending[..n];
+        let budget = self
+            .bucket
+            .as_mut()
+            .map_or(usize::MAX, |b| b.available(now));
+        // Nothing to merge or shed: the frame is the window as it came, with no comment read.
+        let plain = n <= budget && (!self.merge || n == 1) && self.shed == 0;
+        let frame = if plain {
+            let frame = batch_frame(self.room.id.as_str(), window.iter().map(|e| &e.json));
+            self.spend(n);
+            Some(frame)
+        } else {
+            let items: Vec<Item<'_>> = window
+                .iter()
+                .map(|e| Item::parse(&e.json, self.merge))
+                .collect();
+            let chosen = hot::select(&items, budget);
+            let mut msgs = Vec::with_capacity(chosen.delivered);
+            let mut last = 0;
+            for (e, fate) in window.iter().zip(&chosen.fates) {
+                match *fate {
+                    Fate::Deliver { count: 1 } => msgs.push(e.json.clone()),
+                    Fate::Deliver { count } => msgs.push(hot::with_count(&e.json, count)),
+                    Fate::Merged | Fate::Shed => continue,
+                }
+                last = e.id;
+            }
+            if chosen.shed > 0 {
+                metrics::counter!("danmaku_shed_total").increment(chosen.shed as u64);
+            }
+            if chosen.merged > 0 {
+                metrics::counter!("danmaku_merged_total").increment(chosen.merged as u64);
+            }
+            self.shed += chosen.shed as u64;
+            self.spend(chosen.delivered);
+            (!msgs.is_empty()).then(|| {
+                let tail = BatchTail {
+                    shed: std::mem::take(&mut self.shed),
+                    upto: (last < upto).then_some(upto),
+                };
+                batch_frame_with(self.room.id.as_str(), msgs.iter(), &tail)
+            })
+        };
         self.pending.drain(..n);
-        self.room.delivered.store(last, Ordering::SeqCst);
-        Some((frame, last))
+        self.room.delivered.store(upto, Ordering::SeqCst);
+        frame.map(|f| (f, upto))
+    }
+
+    fn spend(&mut self, delivered: usize) {
+        if let Some(b) = self.bucket.as_mut() {
+            b.spend(delivered);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Draft;
+    use crate::protocol::comment::Submission;
+
+    fn batcher(cap: u32, merge: bool, now: Instant) -> Batcher {
+        let id = RoomId::parse("hot").unwrap();
+        let pool = Arc::new(FanoutPool::new(1).unwrap());
+        Batcher {
+            room: Arc::new(Room::new(id, pool)),
+            bus: Arc::new(Bus::local(100, 10)),
+            pending: Vec::new(),
+            last_seen: 0,
+            bucket: (cap > 0).then(|| Bucket::new(cap, now)),
+            merge,
+            shed: 0,
+        }
+    }
+
+    fn entry(id: u64, text: &str, moderator: bool) -> Entry {
+        let sub = Submission {
+            user: "u",
+            text,
+            ..Default::default()
+        };
+        let draft = Draft {
+            moderator,
+            ..Draft::validate(&sub, 100).unwrap()
+        };
+        Entry {
+            id,
+            json: draft.encode(id, 0),
+        }
+    }
+
+    fn payload(frame: &Bytes) -> serde_json::Value {
+        let start = if frame[1] == 126 { 4 } else { 2 };
+        serde_json::from_slice(&frame[start..]).unwrap()
+    }
+
+    fn summary(frame: &Bytes) -> (Vec<(u64, u64)>, serde_json::Value, serde_json::Value) {
+        let v = payload(frame);
+        let msgs = v["msgs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["id"].as_u64().unwrap(), m["count"].as_u64().unwrap_or(1)))
+            .collect();
+        (msgs, v["shed"].clone(), v["upto"].clone())
+    }
+
+    #[tokio::test]
+    async fn frames_merge_sample_and_carry_what_they_shed() {
+        let t0 = Instant::now();
+        let mut b = batcher(2, true, t0);
+        b.pending = vec![
+            entry(1, "a", false),
+            entry(2, "a", false),
+            entry(3, "x", true),
+            entry(4, "b", false),
+            entry(5, "c", false),
+            entry(6, "d", false),
+        ];
+        // Budget 2: the moderator's comment and one of the four others (a x2, b, c, d), from the middle.
+        let (frame, tag) = b.frame(usize::MAX, t0).unwrap();
+        assert_eq!(tag, 6);
+        assert_eq!(summary(&frame), (vec![(3, 1), (5, 1)], 4.into(), 6.into()));
+        assert_eq!(b.room.delivered.load(Ordering::SeqCst), 6);
+        // The budget is spent: a window of ordinary comments is all shed and makes no frame.
+        b.pending = vec![entry(7, "e", false), entry(8, "f", false)];
+        assert!(b.frame(usize::MAX, t0).is_none());
+        assert!(b.pending.is_empty());
+        assert_eq!(b.room.delivered.load(Ordering::SeqCst), 8);
+        // The next frame says what was shed meanwhile.
+        b.pending = vec![entry(9, "y", true)];
+        let (frame, _) = b.frame(usize::MAX, t0).unwrap();
+        assert_eq!(
+            summary(&frame),
+            (vec![(9, 1)], 2.into(), serde_json::Value::Null)
+        );
+        // A second later the budget is back: identical comments merge, the count rides on the first, and upto
+        // covers the merged ids after it.
+        b.pending = vec![
+            entry(10, "g", false),
+            entry(11, "g", false),
+            entry(12, "g", false),
+        ];
+        let (frame, _) = b.frame(usize::MAX, t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(
+            summary(&frame),
+            (vec![(10, 3)], serde_json::Value::Null, 12.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn one_comment_per_frame_skips_the_shed_ones() {
+        let t0 = Instant::now();
+        let mut b = batcher(1, true, t0);
+        b.pending = vec![
+            entry(1, "a", false),
+            entry(2, "b", false),
+            entry(3, "c", false),
+        ];
+        assert_eq!(b.frame(1, t0).map(|(_, tag)| tag), Some(1));
+        // 2 and 3 are shed (no budget left): no frame, and nothing is left pending waiting for a wake-up.
+        assert!(b.frame(1, t0).is_none());
+        assert!(b.pending.is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_cap_or_merge_the_frame_is_the_window() {
+        let t0 = Instant::now();
+        let mut b = batcher(0, false, t0);
+        b.pending = vec![entry(1, "a", false), entry(2, "a", false)];
+        let (frame, tag) = b.frame(usize::MAX, t0).unwrap();
+        assert_eq!(tag, 2);
+        let v = payload(&frame);
+        assert_eq!(v["msgs"].as_array().unwrap().len(), 2);
+        assert!(v.get("shed").is_none() && v.get("upto").is_none(), "{v}");
     }
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::Logic;
+use super::{Logic, Sender};
 use crate::protocol::comment::Submission;
 use crate::protocol::messages::msgs_body;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -116,7 +116,10 @@ async fn post_comment(
         color: body.color.as_deref(),
         mode: body.mode.as_deref(),
     };
-    let sender = identity.as_ref().map(|i| i.user_id.as_str());
+    let sender = identity.as_ref().map(|i| Sender {
+        user_id: &i.user_id,
+        moderator: i.admin,
+    });
     match logic.accept(&room, &sub, sender).await {
         Ok(id) => axum::Json(serde_json::json!({ "id": id })).into_response(),
         Err(r) => reject(&r),

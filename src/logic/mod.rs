@@ -31,6 +31,15 @@ pub trait Ingest: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<u64, Rejection>>;
 }
 
+/// Who a token proved a comment's sender is.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    /// The token's `sub`: what mutes and bans name.
+    pub user_id: &'a str,
+    /// An admin's token: the comment carries `"mod":true`, which gateways never shed or merge.
+    pub moderator: bool,
+}
+
 pub struct Logic {
     bus: Arc<Bus>,
     args: LogicArgs,
@@ -92,15 +101,16 @@ impl Logic {
         &self.bus
     }
 
-    /// Validates, numbers, stores and publishes one comment. `sender` is the user id a token proved, which mutes
-    /// and bans name.
+    /// Validates, numbers, stores and publishes one comment. `sender`: who a token proved the sender is, if anyone
+    /// (see [`Sender`]).
     pub async fn accept(
         &self,
         room: &RoomId,
         sub: &Submission<'_>,
-        sender: Option<&str>,
+        sender: Option<Sender<'_>>,
     ) -> Result<u64, Rejection> {
-        if let Some(s) = sender.and_then(|user| self.bus.sanction_of(user, room)) {
+        let moderator = sender.is_some_and(|s| s.moderator);
+        if let Some(s) = sender.and_then(|s| self.bus.sanction_of(s.user_id, room)) {
             metrics::counter!("danmaku_rejected_total", "code" => "muted").increment(1);
             let until = s.until_ms.map_or_else(
                 || "until lifted".to_owned(),
@@ -116,6 +126,7 @@ impl Logic {
         }
         let validated = Draft::validate(sub, self.args.max_chars).and_then(|mut d| {
             d.text = self.words.apply(std::mem::take(&mut d.text))?;
+            d.moderator = moderator;
             Ok(d)
         });
         let draft = match validated {
@@ -157,9 +168,10 @@ impl Ingest for Logic {
         sub: Submission<'a>,
         sender: Option<&'a Identity>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
-        Box::pin(async move {
-            self.accept(room, &sub, sender.map(|i| i.user_id.as_str()))
-                .await
-        })
+        let sender = sender.map(|i| Sender {
+            user_id: &i.user_id,
+            moderator: i.admin,
+        });
+        Box::pin(async move { self.accept(room, &sub, sender).await })
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{BoxFuture, Ingest, Logic};
+use super::{BoxFuture, Ingest, Logic, Sender};
 use crate::auth::Identity;
 use crate::bus::nats;
 use crate::protocol::comment::Submission;
@@ -52,6 +52,9 @@ struct Verified<'a> {
     id: Cow<'a, str>,
     #[serde(borrow)]
     name: Cow<'a, str>,
+    /// The token was an admin's: the comment is a moderator's. Absent (false) from gateways that predate it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    admin: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +94,7 @@ impl RemoteIngest {
             verified: sender.map(|id| Verified {
                 id: id.user_id.as_str().into(),
                 name: id.name.as_str().into(),
+                admin: id.admin,
             }),
         };
         let body = serde_json::to_vec(&request)
@@ -196,7 +200,10 @@ async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {
         color: request.color.as_deref(),
         mode: request.mode.as_deref(),
     };
-    let sender = request.verified.as_ref().map(|v| v.id.as_ref());
+    let sender = request.verified.as_ref().map(|v| Sender {
+        user_id: &v.id,
+        moderator: v.admin,
+    });
     logic.accept(&room, &sub, sender).await
 }
 
@@ -215,6 +222,7 @@ mod tests {
             verified: Some(Verified {
                 id: "u7".into(),
                 name: "Ann".into(),
+                admin: true,
             }),
         };
         let bytes = serde_json::to_vec(&r).unwrap();
@@ -223,13 +231,19 @@ mod tests {
         assert_eq!(back.mode.as_deref(), Some("top"));
         assert!(back.color.is_none());
         assert_eq!(
-            back.verified.map(|v| (v.id, v.name)),
-            Some(("u7".into(), "Ann".into()))
+            back.verified.map(|v| (v.id, v.name, v.admin)),
+            Some(("u7".into(), "Ann".into(), true))
         );
         // A request from a gateway that predates identities still reads, as an anonymous one.
         let old: Request<'_> =
             serde_json::from_str(r#"{"room":"r","user":"u","text":"t"}"#).unwrap();
         assert!(old.verified.is_none());
+        // One from a gateway that predates moderators: not an admin.
+        let old: Request<'_> = serde_json::from_str(
+            r#"{"room":"r","user":"u","text":"t","verified":{"id":"u1","name":"A"}}"#,
+        )
+        .unwrap();
+        assert!(old.verified.is_some_and(|v| !v.admin));
         let ok = serde_json::to_string(&Reply::Id(7)).unwrap();
         assert_eq!(ok, r#"{"id":7}"#);
         let err = serde_json::to_vec(&Reply::Error {

@@ -41,6 +41,9 @@ pub struct Draft {
     /// Always `#rrggbb`, lowercase.
     pub color: String,
     pub mode: Mode,
+    /// Sent with an admin token: gateways never shed or merge it (see docs/architecture.md, Batching). Set by the
+    /// ingest side from the verified sender, never from what the sender submits.
+    pub moderator: bool,
 }
 
 /// What a sender may submit; `None` fields take their defaults.
@@ -60,6 +63,9 @@ struct Wire<'a> {
     color: &'a str,
     mode: Mode,
     ts: u64,
+    /// Written only when true, so ordinary comments keep their shape.
+    #[serde(rename = "mod", skip_serializing_if = "std::ops::Not::not")]
+    moderator: bool,
 }
 
 impl Draft {
@@ -96,6 +102,7 @@ impl Draft {
             text: text.to_owned(),
             color,
             mode,
+            moderator: false,
         })
     }
 
@@ -108,6 +115,7 @@ impl Draft {
             color: &self.color,
             mode: self.mode,
             ts,
+            moderator: self.moderator,
         };
         // Serializing plain strings and integers cannot fail.
         Bytes::from(serde_json::to_vec(&wire).unwrap_or_default())
@@ -208,6 +216,12 @@ mod tests {
             v,
             serde_json::json!({"id":42,"user":"alice","text":"<b>\"hi\"</b>","color":"#ff0000","mode":"top","ts":7})
         );
+        let moderator = Draft {
+            moderator: true,
+            ..d
+        };
+        let v: serde_json::Value = serde_json::from_slice(&moderator.encode(43, 8)).unwrap();
+        assert_eq!(v["mod"], true, "{v}");
     }
 
     mod properties {

@@ -143,7 +143,34 @@ impl ServerMsg<'_> {
 /// One `batch` frame holding already-encoded comments, in the order given. The room name needs no escaping (see
 /// [`super::RoomId`]), so the frame is assembled from slices with a single copy of each comment.
 pub fn batch_frame<'a>(room: &str, msgs: impl ExactSizeIterator<Item = &'a Bytes>) -> Bytes {
+    batch_frame_with(room, msgs, &BatchTail::default())
+}
+
+/// What a live batch of a hot room says beyond its comments (docs/protocol.md): both are left out when they say
+/// nothing, so an ordinary batch keeps its shape and size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchTail {
+    /// Comments of the room left out of delivery since the previous batch (`"shed"`, when not 0).
+    pub shed: u64,
+    /// The last id the batch accounts for, when that is beyond its last comment (`"upto"`).
+    pub upto: Option<u64>,
+}
+
+/// [`batch_frame`] with `shed` and `upto` after the comments.
+pub fn batch_frame_with<'a>(
+    room: &str,
+    msgs: impl ExactSizeIterator<Item = &'a Bytes>,
+    tail: &BatchTail,
+) -> Bytes {
     let head = format!("{{\"type\":\"batch\",\"room\":\"{room}\",\"msgs\":[");
+    let mut end = String::from("]");
+    if tail.shed > 0 {
+        end.push_str(&format!(",\"shed\":{}", tail.shed));
+    }
+    if let Some(upto) = tail.upto {
+        end.push_str(&format!(",\"upto\":{upto}"));
+    }
+    end.push('}');
     let mut parts: Vec<&[u8]> = Vec::with_capacity(msgs.len() * 2 + 2);
     parts.push(head.as_bytes());
     for (i, m) in msgs.enumerate() {
@@ -152,7 +179,7 @@ pub fn batch_frame<'a>(room: &str, msgs: impl ExactSizeIterator<Item = &'a Bytes
         }
         parts.push(m);
     }
-    parts.push(b"]}");
+    parts.push(end.as_bytes());
     ws_codec::text_frame_from_parts(&parts)
 }
 
@@ -243,10 +270,24 @@ mod tests {
     fn batch_frame_is_valid_json_in_order() {
         let a = Bytes::from_static(br#"{"id":1}"#);
         let b = Bytes::from_static(br#"{"id":2}"#);
-        let f = batch_frame("r1", [a, b].iter());
+        let f = batch_frame("r1", [a.clone(), b.clone()].iter());
         assert_eq!(
             payload(&f),
             serde_json::json!({"type":"batch","room":"r1","msgs":[{"id":1},{"id":2}]})
+        );
+        let tail = BatchTail {
+            shed: 3,
+            upto: Some(5),
+        };
+        let f = batch_frame_with("r1", [a, b].iter(), &tail);
+        assert_eq!(
+            payload(&f),
+            serde_json::json!({"type":"batch","room":"r1","msgs":[{"id":1},{"id":2}],"shed":3,"upto":5})
+        );
+        let f = batch_frame_with("r1", [].iter(), &BatchTail::default());
+        assert_eq!(
+            payload(&f),
+            serde_json::json!({"type":"batch","room":"r1","msgs":[]})
         );
     }
 

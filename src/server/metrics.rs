@@ -65,6 +65,14 @@ fn describe() {
         "Times a room's feed skipped comments older than history."
     );
     describe_counter!(
+        "danmaku_shed_total",
+        "Comments a hot room's live frames left out (--room-delivery-cap); history keeps them."
+    );
+    describe_counter!(
+        "danmaku_merged_total",
+        "Comments merged into an identical one of the same frame, which carries their count."
+    );
+    describe_counter!(
         "danmaku_nats_catch_ups_total",
         "Cluster gateway: reads of a room's log from JetStream after a gap in the live feed or a reconnection."
     );
@@ -90,6 +98,8 @@ fn describe() {
         "danmaku_bytes_out_total",
         "danmaku_slow_viewer_closes_total",
         "danmaku_feed_gaps_total",
+        "danmaku_shed_total",
+        "danmaku_merged_total",
         "danmaku_nats_catch_ups_total",
         "danmaku_nats_caught_up_total",
         "danmaku_nats_append_conflicts_total",

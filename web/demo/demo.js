@@ -266,7 +266,8 @@ function logEntry(c, own) {
   li.dataset.id = String(c.id);
   const sw = el('span', 'swatch');
   sw.style.background = /^#[0-9a-f]{6}$/i.test(c.color) ? c.color : '#ffffff';
-  li.append(sw, el('span', 'user', `${c.user}:`), el('span', 'text', c.text));
+  const text = Number.isSafeInteger(c.count) && c.count > 1 ? `${c.text} ×${c.count}` : c.text;
+  li.append(sw, el('span', 'user', `${c.user}:`), el('span', 'text', text));
   return li;
 }
 
@@ -317,6 +318,8 @@ if (client) {
       ? 'the server restarted: comments sent meanwhile may be missing'
       : 'some comments were missed while disconnected (too old to recover)', true);
   });
+  // The SDK delivers each comment once, the viewer's own ones as soon as they are acked (a hot room may shed
+  // them from its batches), so whatever arrives here is drawn and logged once.
   client.on('batch', (msgs) => {
     const entries = [];
     for (const c of msgs) {
@@ -405,6 +408,7 @@ function renderStats() {
   const values = {
     shown: s.shown, live: s.live, queued: s.queued + s.queuedOwn, lanes: s.lanes.count,
     cleared: s.cleared, elements: `${s.elements} / ${s.maxElements}`, ...s.dropped,
+    shedByServer: client?.shed ?? 0,
   };
   for (const dd of document.querySelectorAll('#stats [data-stat]')) {
     const v = values[dd.dataset.stat];

@@ -11,6 +11,8 @@ export interface RendererComment {
   mode?: Mode | string;
   /** `#rrggbb`; anything else is shown white */
   color?: string;
+  /** identical comments the server merged into this one; above 1 it is shown as `text ×count` */
+  count?: number;
 }
 
 export interface DisplayOptions {

@@ -196,6 +196,7 @@ export class DanmakuRenderer {
   /**
    * Offers one comment (a protocol COMMENT object). It is shown when a lane frees up in time, or dropped and
    * counted. `own` (or the `isOwn` option) marks the viewer's own comment: bordered, and never dropped by policy.
+   * A `count` above 1 (identical comments the server merged) is shown after the text, as `text ×count`.
    * @returns {boolean} false when refused at once (off, blocked, hidden tab)
    */
   add(comment, opts = {}) {
@@ -209,9 +210,13 @@ export class DanmakuRenderer {
       this.layout.countDrop('blocked');
       return false;
     }
+    const count = Number.isSafeInteger(comment.count) && comment.count > 1 ? comment.count : 1;
     const item = {
       id: comment.id,
       text: comment.text,
+      // What is shown: a comment the server merged with identical ones says how many it stands for.
+      label: count > 1 ? `${comment.text} ×${count}` : comment.text,
+      count,
       user: comment.user,
       mode: MODES.includes(comment.mode) ? comment.mode : 'scroll',
       color: COLOR_RE.test(comment.color ?? '') ? comment.color.toLowerCase() : '#ffffff',
@@ -347,10 +352,10 @@ export class DanmakuRenderer {
         this._ctx.font = font;
         this._ctxFont = font;
       }
-      w = this._ctx.measureText(item.text).width;
+      w = this._ctx.measureText(item.label).width;
     } else {
       // No canvas (tests, very old engines): a generous estimate keeps lanes safe.
-      w = [...item.text].length * this.fontPx;
+      w = [...item.label].length * this.fontPx;
     }
     return Math.ceil(w) + TEXT_PAD_PX + (item.own ? OWN_PAD_PX : 0);
   }
@@ -437,7 +442,7 @@ export class DanmakuRenderer {
     const el = this._acquire();
     const item = rec.item;
     // textContent only: comment text is data, never markup.
-    el.textContent = item.text;
+    el.textContent = item.label;
     const s = el.style;
     s.color = item.color;
     s.width = `${rec.w}px`;

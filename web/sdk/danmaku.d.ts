@@ -14,8 +14,14 @@ export interface Comment {
   /** `#rrggbb`, lowercase */
   color: string;
   mode: Mode;
-  /** server accept time, ms since the Unix epoch */
+  /** server accept time, ms since the Unix epoch (an own comment delivered at its ack: the client's clock) */
   ts: number;
+  /** sent by a moderator (an admin token); such comments are never shed or merged */
+  mod?: boolean;
+  /** identical comments (text, color, mode) of one batch merged into this one; absent means 1 */
+  count?: number;
+  /** set by the SDK on this client's own comment, delivered when its ack arrives */
+  own?: boolean;
 }
 
 export interface Hello {
@@ -98,6 +104,8 @@ export interface ClientEvents {
   delete: { room: string; ids: number[] };
   /** a system message from an admin (plain text: show it as text, never as HTML) */
   notice: { room: string; text: string };
+  /** comments the server left out of a batch in a hot room (`count`), and the client's running `total` */
+  shed: { count: number; total: number };
 }
 
 export class DanmakuError extends Error {
@@ -127,6 +135,8 @@ export class DanmakuClient extends Emitter<ClientEvents> {
   /** id of the last comment delivered; the next connection's `since` */
   readonly lastId: number | null;
   readonly cursor: Cursor;
+  /** comments the server shed from this room's batches (hot room) since the client was created */
+  readonly shed: number;
   connect(): void;
   /** closes for good (no reconnect); pending sends reject with `closed` */
   close(code?: number, reason?: string): void;
@@ -134,7 +144,7 @@ export class DanmakuClient extends Emitter<ClientEvents> {
   reconnectNow(): void;
   /** resolves with the comment id from the ack */
   send(comment: SendInput, options?: { timeoutMs?: number }): Promise<number>;
-  /** acked here, or matches a send still waiting for its ack */
+  /** marked `own`, acked here, or matches a send still waiting for its ack */
   isOwn(comment: Partial<Comment> | null | undefined): boolean;
 }
 
@@ -161,7 +171,8 @@ export class Cursor {
   duplicates: number;
   since(): number | null;
   onHello(hello: Pick<Hello, 'last_id' | 'recovered'>): Gap | null;
-  accept<T extends { id: number }>(msgs: T[]): T[];
+  /** `upto`: the batch's field; the position moves to it when it is beyond the batch's last comment */
+  accept<T extends { id: number }>(msgs: T[], upto?: number): T[];
   /** ids deleted by an admin: never delivered from now on */
   forget(ids: number[]): void;
 }

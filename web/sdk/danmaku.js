@@ -188,21 +188,28 @@ export class Cursor {
 
   /**
    * Filters a batch: returns the comments with an id above the position, in order, and advances it. Anything
-   * at or below (a repeat across a reconnect, a misbehaving relay) is dropped and counted.
+   * at or below (a repeat across a reconnect, a misbehaving relay) is dropped and counted. `upto` (the batch's
+   * field, when the server left comments out of it: shed or merged) moves the position past them too, so a
+   * reconnection does not ask for them again.
    */
-  accept(msgs) {
+  accept(msgs, upto) {
     const out = [];
-    if (!Array.isArray(msgs)) return out;
-    for (const c of msgs) {
-      const id = Number(c?.id);
-      if (!Number.isFinite(id)) continue;
-      if (this.lastId !== null && id <= this.lastId) {
-        this.duplicates++;
-        continue;
+    if (Array.isArray(msgs)) {
+      for (const c of msgs) {
+        const id = Number(c?.id);
+        if (!Number.isFinite(id)) continue;
+        if (this.lastId !== null && id <= this.lastId) {
+          this.duplicates++;
+          continue;
+        }
+        this.lastId = id;
+        if (this.deleted.has(id)) continue;
+        out.push(c);
       }
-      this.lastId = id;
-      if (this.deleted.has(id)) continue;
-      out.push(c);
+    }
+    const end = Number(upto);
+    if (upto !== undefined && upto !== null && Number.isSafeInteger(end) && this.lastId !== null && end > this.lastId) {
+      this.lastId = end;
     }
     return out;
   }
@@ -250,13 +257,28 @@ export class Emitter {
 
 let nonceSeq = 0;
 
+// Ids remembered to recognise this client's own comments; old ones are forgotten first.
+const MAX_OWN_IDS = 256;
+// Ids of comments delivered while a send waits for its ack (see _onAck); a hot room delivers many meanwhile.
+const MAX_SEEN_WHILE_SENDING = 4096;
+
+function remember(set, id, max) {
+  set.add(id);
+  if (set.size > max) set.delete(set.values().next().value);
+}
+
 /**
  * A viewer connection to one room.
  *
  * Events (`client.on(type, fn)`): `comment` (COMMENT, one per comment, id order), `batch` (COMMENT[] after
  * dedup), `online` (number), `state` ({state, prev, attempt, code?, reason?, delayMs?}), `hello` (the frame),
  * `gap` ({since, lastId, reason}), `error` ({code, message, nonce?}), `reconnect` ({attempt, delayMs, code,
- * reason}), `close` ({code, reason, wasClean}) for every socket that ends.
+ * reason}), `close` ({code, reason, wasClean}) for every socket that ends, `shed` ({count, total}: comments the
+ * server left out of delivery in a hot room).
+ *
+ * The client's own comments are delivered when their `ack` arrives (as a `batch` of one and a `comment`, with
+ * `own: true`), possibly ahead of id order, because a hot room may shed them from its batches; the copy that a
+ * batch may carry later is not delivered again. So each own comment is delivered exactly once.
  */
 export class DanmakuClient extends Emitter {
   constructor(options = {}) {
@@ -279,8 +301,14 @@ export class DanmakuClient extends Emitter {
     this.attempt = 0;
     this.ws = null;
     this._userClosed = true;
-    this._pending = new Map(); // nonce -> {resolve, reject, timer, text}
+    this._pending = new Map(); // nonce -> {resolve, reject, timer, text, color, mode}
     this._ownIds = new Set();
+    // Own comments delivered from their ack whose batch copy may still come (ids above the position).
+    this._ownShown = new Set();
+    // Ids delivered from batches while a send waited for its ack: that comment needs no delivery at its ack.
+    this._seenWhileSending = new Set();
+    /** Comments the server shed from this room's batches since the client was created. */
+    this.shed = 0;
     this._timers = { retry: null, connect: null, idle: null, pong: null };
     this._openedAt = 0;
     if (o.autoConnect) this.connect();
@@ -342,7 +370,7 @@ export class DanmakuClient extends Emitter {
         this._pending.delete(nonce);
         reject(new DanmakuError('timeout', 'no answer from the server', nonce));
       }, timeoutMs);
-      this._pending.set(nonce, { resolve, reject, timer, text: fields.text });
+      this._pending.set(nonce, { resolve, reject, timer, text: fields.text, color: fields.color, mode: fields.mode });
       try {
         this.ws.send(frame);
       } catch (e) {
@@ -359,7 +387,7 @@ export class DanmakuClient extends Emitter {
    */
   isOwn(c) {
     if (!c) return false;
-    if (this._ownIds.has(c.id)) return true;
+    if (c.own === true || this._ownIds.has(c.id)) return true;
     if (this.user === null ? c.user !== 'guest' : c.user !== this.user) return false;
     for (const p of this._pending.values()) if (p.text === c.text) return true;
     return false;
@@ -420,13 +448,9 @@ export class DanmakuClient extends Emitter {
       case 'hello':
         this._onHello(m);
         break;
-      case 'batch': {
-        const fresh = this.cursor.accept(m.msgs);
-        if (fresh.length === 0) break;
-        this.emit('batch', fresh);
-        for (const c of fresh) this.emit('comment', c);
+      case 'batch':
+        this._onBatch(m);
         break;
-      }
       case 'online':
         this._setOnline(m.count);
         break;
@@ -469,13 +493,53 @@ export class DanmakuClient extends Emitter {
     this.emit('online', count);
   }
 
+  _onBatch(m) {
+    const shed = Number(m.shed);
+    if (Number.isSafeInteger(shed) && shed > 0) {
+      this.shed += shed;
+      this.emit('shed', { count: shed, total: this.shed });
+    }
+    const fresh = [];
+    for (const c of this.cursor.accept(m.msgs, m.upto)) {
+      // Already delivered from its ack: the position advanced past it above, only the delivery is skipped.
+      if (this._ownShown.delete(c.id)) continue;
+      if (this._pending.size > 0) remember(this._seenWhileSending, c.id, MAX_SEEN_WHILE_SENDING);
+      fresh.push(c);
+    }
+    // Own comments at or below the position will not come again (their copy was shed or merged).
+    const last = this.cursor.lastId;
+    if (last !== null) for (const id of this._ownShown) if (id <= last) this._ownShown.delete(id);
+    if (fresh.length === 0) return;
+    this.emit('batch', fresh);
+    for (const c of fresh) this.emit('comment', c);
+  }
+
   _onAck(m) {
     const p = this._pending.get(m.nonce);
     if (!p) return;
     this._pending.delete(m.nonce);
     this._clearTimeout(p.timer);
-    this._ownIds.add(m.id);
-    if (this._ownIds.size > 256) this._ownIds.delete(this._ownIds.values().next().value);
+    remember(this._ownIds, m.id, MAX_OWN_IDS);
+    const id = Number(m.id);
+    // The batch carrying it may have overtaken the ack; otherwise it may be late, or never come (shed, or merged
+    // into someone else's identical comment): the sender sees its comment now, whatever the room's load.
+    const delivered = this._seenWhileSending.delete(id);
+    if (this._pending.size === 0) this._seenWhileSending.clear();
+    if (!delivered && Number.isFinite(id)) {
+      const c = {
+        id,
+        user: this.user ?? 'guest',
+        text: p.text,
+        color: p.color ?? '#ffffff',
+        mode: p.mode ?? 'scroll',
+        ts: this._now(),
+        own: true,
+      };
+      const last = this.cursor.lastId;
+      if (last === null || id > last) remember(this._ownShown, id, MAX_OWN_IDS);
+      this.emit('batch', [c]);
+      this.emit('comment', c);
+    }
     p.resolve(m.id);
   }
 
@@ -559,6 +623,7 @@ export class DanmakuClient extends Emitter {
       p.reject(new DanmakuError(code, message, nonce));
     }
     this._pending.clear();
+    this._seenWhileSending.clear();
   }
 
   _scheduleReconnect(code, reason) {

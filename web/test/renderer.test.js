@@ -114,6 +114,20 @@ test('comments become pooled elements with text set as textContent, own ones bor
   assert.deepEqual(vis.map((v) => [v.id, v.mode, v.lane, v.own]).sort(), [[1, 'scroll', 0, false], [2, 'top', 0, true]]);
 });
 
+test('a merged comment shows its count after the text, still as textContent', () => {
+  const { r, run } = setup();
+  r.add(comment(1, { text: '<b>666</b>', count: 12, mode: 'top' }));
+  r.add(comment(2, { text: 'one', count: 1, mode: 'top' }));
+  r.add(comment(3, { text: 'odd', count: '5<i>', mode: 'top' }));
+  run(200);
+  const byId = Object.fromEntries(r.stage.children.filter((e) => e.style.display !== 'none').map((e) => [e.dataset.id, e]));
+  assert.equal(byId['1'].textContent, '<b>666</b> ×12');
+  assert.equal(byId['2'].textContent, 'one');
+  assert.equal(byId['3'].textContent, 'odd', 'a count that is not an integer is ignored');
+  // The lane width accounts for the label, not just the text.
+  assert.ok(parseFloat(byId['1'].style.width) > parseFloat(byId['3'].style.width) + 20, byId['1'].style.width);
+});
+
 test('a bad color is shown white; a missing mode scrolls', () => {
   const { r, run } = setup();
   r.add({ id: 1, text: 'x', color: 'red;background:url(x)' });

@@ -135,6 +135,23 @@ test('cursor: recovered=false keeps the kept comments (history) or restarts from
   assert.deepEqual(cur2.accept([comment(4), comment(5)]).map((c) => c.id), [4, 5]);
 });
 
+test('cursor: upto moves the position past comments a batch left out (shed or merged)', () => {
+  const cur = new Cursor();
+  cur.onHello({ last_id: 10, recovered: true });
+  assert.deepEqual(cur.accept([comment(11), comment(13)], 15).map((c) => c.id), [11, 13]);
+  assert.equal(cur.since(), 15, 'a reconnection does not ask for 14 and 15 again');
+  assert.deepEqual(cur.accept([comment(16)]).map((c) => c.id), [16]);
+  // An upto behind the position, or unreadable, changes nothing.
+  cur.accept([], 12);
+  cur.accept([], 'x');
+  cur.accept([], null);
+  assert.equal(cur.since(), 16);
+  // Nothing delivered but upto given: the position still moves.
+  cur.accept([], 20);
+  assert.equal(cur.since(), 20);
+  assert.deepEqual(cur.accept([comment(17), comment(21)]).map((c) => c.id), [21]);
+});
+
 test('urls: base, endpoint, http(s), since and user', () => {
   assert.equal(buildUrl('ws://h:1', { room: 'r1' }), 'ws://h:1/ws?room=r1');
   assert.equal(buildUrl('https://h/', { room: 'a.b', user: 'å b', since: 7 }), 'wss://h/ws?room=a.b&user=%C3%A5+b&since=7');
@@ -296,6 +313,84 @@ test('send: local validation, not connected, timeout, disconnect', async () => {
   const pd = client.send({ text: 'lost' });
   FakeWS.last.serverClose(1006);
   await assert.rejects(pd, (e) => e.code === 'disconnected');
+  client.close();
+});
+
+/** Sends `text` and answers it with an ack of `id`, batches optionally delivered before the ack. */
+async function sendAcked(client, ws, text, id, before = () => {}) {
+  const p = client.send({ text, color: '#00ff00', mode: 'top' });
+  const { nonce } = ws.sent.at(-1);
+  before();
+  ws.deliver({ type: 'ack', nonce, id });
+  assert.equal(await p, id);
+}
+
+test('own comments: delivered once at the ack; the batch copy that follows is not delivered again', async () => {
+  const { client, clock, events } = setup();
+  const ws = FakeWS.last;
+  ws.hello(10);
+  clock.advance(7);
+  await sendAcked(client, ws, 'mine', 12);
+  assert.deepEqual(events.comment, [
+    { id: 12, user: 'bob', text: 'mine', color: '#00ff00', mode: 'top', ts: 7, own: true },
+  ]);
+  assert.equal(client.isOwn(events.comment[0]), true);
+  // The batch carrying it comes later, with a comment before it: that one is delivered, ours is not repeated.
+  ws.deliver({ type: 'batch', room: 'r1', msgs: [comment(11), comment(12, { user: 'bob', text: 'mine' }), comment(13)] });
+  assert.deepEqual(events.comment.map((c) => c.id), [12, 11, 13]);
+  assert.equal(client.lastId, 13, 'the position still follows the batches');
+  assert.equal(client.cursor.duplicates, 0);
+  client.close();
+});
+
+test('own comments: a batch that overtakes the ack delivers it, and the ack does not repeat it', async () => {
+  const { client, events } = setup();
+  const ws = FakeWS.last;
+  ws.hello(10);
+  await sendAcked(client, ws, 'quick', 11, () => {
+    ws.deliver({ type: 'batch', room: 'r1', msgs: [comment(11, { user: 'bob', text: 'quick' })] });
+  });
+  assert.deepEqual(events.comment.map((c) => c.id), [11]);
+  assert.equal(client.isOwn(events.comment[0]), true);
+  client.close();
+});
+
+test('own comments: shed or merged by a hot room, the sender still sees its comment once', async () => {
+  const { client, events } = setup();
+  const ws = FakeWS.last;
+  const shed = [];
+  client.on('shed', (e) => shed.push(e));
+  ws.hello(10);
+  // The batch that would have carried 12 went out before the ack, without it (shed), up to 14.
+  await sendAcked(client, ws, 'lost in the crowd', 12, () => {
+    ws.deliver({ type: 'batch', room: 'r1', msgs: [comment(11), comment(13, { count: 3 })], shed: 1, upto: 14 });
+  });
+  assert.deepEqual(events.comment.map((c) => [c.id, c.own === true]), [[11, false], [13, false], [12, true]]);
+  assert.equal(events.comment[1].count, 3);
+  assert.equal(client.lastId, 14);
+  assert.deepEqual(shed, [{ count: 1, total: 1 }]);
+  assert.equal(client.shed, 1);
+  // Acked first, then shed from the batch that covers it: delivered once, at the ack.
+  await sendAcked(client, ws, 'again', 16);
+  ws.deliver({ type: 'batch', room: 'r1', msgs: [comment(15)], shed: 1, upto: 16 });
+  ws.deliver({ type: 'batch', room: 'r1', msgs: [comment(17)] });
+  assert.deepEqual(events.comment.map((c) => c.id), [11, 13, 12, 16, 15, 17]);
+  assert.deepEqual(shed.map((e) => e.total), [1, 2]);
+  client.close();
+});
+
+test('own comments: one delivered at its ack is not repeated by the recovery after a reconnect', async () => {
+  const { client, clock, events } = setup();
+  let ws = FakeWS.last;
+  ws.hello(10);
+  await sendAcked(client, ws, 'before the drop', 12);
+  ws.serverClose(1006);
+  clock.advance(60000);
+  ws = FakeWS.last;
+  assert.equal(ws.params.get('since'), '10');
+  ws.hello(12);
+  ws.deliver({ type: 'batch', room: 'r1', msgs: [comment(11), comment(12, { user: 'bob', text: 'before the drop' })] });
+  assert.deepEqual(events.comment.map((c) => c.id), [12, 11]);
   client.close();
 });
 
