@@ -255,6 +255,11 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_QUEUE_BYTES", default_value_t = 1 << 20)]
     pub queue_bytes: usize,
 
+    /// Seconds a viewer's socket may take nothing at all while frames wait for it before it is closed as too slow
+    /// (4008), even with room left in its queue: a reader that stopped is let go early.
+    #[arg(long, env = "DANMAKU_WRITE_STALL_SECS", default_value_t = 3)]
+    pub write_stall_secs: u64,
+
     /// Kernel send buffer of each viewer socket, in bytes (0: the kernel's autotuning, up to 4 MiB each). A cap keeps
     /// viewers that stop reading from pinning kernel memory, which would slow every socket down under pressure.
     #[arg(long, env = "DANMAKU_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
@@ -314,6 +319,10 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     pub fn batch_window(&self) -> Duration {
         Duration::from_millis(self.batch_ms)
+    }
+
+    pub fn write_stall(&self) -> Duration {
+        Duration::from_secs(self.write_stall_secs.max(1))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Slow viewers: a viewer that stops reading is closed with code 4008 once its outgoing
-//! queue exceeds `--queue-bytes` (counted in `danmaku_slow_viewer_closes_total`), while the
-//! other viewers of the room keep receiving every comment in order and the server keeps
-//! serving.
+//! queue exceeds `--queue-bytes`, or once its socket took nothing for `--write-stall-secs`
+//! while frames waited (counted in `danmaku_slow_viewer_closes_total`), while the other
+//! viewers of the room keep receiving every comment in order and the server keeps serving.
 
 mod common;
 
@@ -15,19 +15,40 @@ const PARALLEL: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_viewer_is_closed_with_4008_and_others_get_everything() {
-    let server = Server::start(&[
-        "--queue-bytes",
-        "65536",
-        "--close-timeout-secs",
-        "60",
-        "--batch-ms",
-        "0",
-        "--max-chars",
-        "1000",
-        "--max-message-bytes",
-        "16384",
-    ])
+    // The stall rule kept out of the way: only the queue's size can close the viewer.
+    stalled_viewer_case(
+        &["--queue-bytes", "65536", "--write-stall-secs", "3600"],
+        MAX_POSTS,
+    )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_let_go_before_its_queue_fills() {
+    // A queue far larger than the test ever fills: only the stall rule can close the viewer.
+    // Posting goes on until the close, however long the machine takes to get there.
+    stalled_viewer_case(
+        &["--queue-bytes", "1073741824", "--write-stall-secs", "1"],
+        usize::MAX,
+    )
+    .await;
+}
+
+async fn stalled_viewer_case(limits: &[&str], max_posts: usize) {
+    let server = Server::builder()
+        .args(limits.iter().copied())
+        .args([
+            "--close-timeout-secs",
+            "60",
+            "--batch-ms",
+            "0",
+            "--max-chars",
+            "1000",
+            "--max-message-bytes",
+            "16384",
+        ])
+        .start()
+        .await;
     let room = "slow";
 
     // The slow viewer: tiny receive buffer, handshake, read the hello, then stop reading.
@@ -61,7 +82,9 @@ async fn stalled_viewer_is_closed_with_4008_and_others_get_everything() {
     let filler: String = "弹".repeat(994);
     let mut posted = 0;
     let mut closed = false;
-    while posted < MAX_POSTS {
+    // A bound for a broken server, not a measure: the close must come long before it.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while posted < max_posts && std::time::Instant::now() < deadline {
         let posts = (0..PARALLEL).map(|i| {
             let api = server.api();
             let text = format!("{:06}{filler}", posted + i);

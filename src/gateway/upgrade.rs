@@ -93,7 +93,13 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         }
         let id = task_gw.next_id.fetch_add(1, Ordering::Relaxed);
         let user_id = join.identity.as_ref().map(|i| i.user_id.as_str().into());
-        let viewer = Arc::new(Viewer::new(id, user_id, stream, task_gw.args.queue_bytes));
+        let viewer = Arc::new(Viewer::new(
+            id,
+            user_id,
+            stream,
+            task_gw.args.queue_bytes,
+            task_gw.args.write_stall(),
+        ));
         connection::run(task_gw, viewer, join, early).await;
     });
     let mut res = Response::new(Body::empty());

@@ -4,11 +4,14 @@
 //! the socket when nothing is queued: one non-blocking write, no task wake-up. Only what the kernel does not take
 //! is queued, and the connection task drains it when the socket becomes writable. Past `queue_bytes` the viewer is
 //! too slow: its unsent frames are dropped and it gets close code 4008, so it can never hold the room back or
-//! grow memory.
+//! grow memory. A viewer whose socket took nothing at all for `stall` while frames waited is closed the same way
+//! before its queue fills: a reader that stopped costs every frame a queue push until then, and holds its kernel
+//! buffer full.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -31,6 +34,7 @@ pub struct Viewer {
     /// Position in its room shard's member list, so leaving is O(1).
     pub(super) slot: AtomicUsize,
     limit: usize,
+    stall: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +56,8 @@ struct Outbox {
     state: State,
     /// Frames fanned out while joining, tagged with the last comment id they carry (0: none).
     held: Vec<(Bytes, u64)>,
+    /// While frames wait: when the socket last took bytes (or refused the first of them).
+    progress: Option<Instant>,
 }
 
 /// What a drain achieved.
@@ -68,7 +74,15 @@ pub enum Drain {
 }
 
 impl Viewer {
-    pub fn new(id: u64, user_id: Option<Box<str>>, stream: TcpStream, limit: usize) -> Self {
+    /// `limit`: queued bytes past which the viewer is closed as too slow; `stall`: how long its socket may take
+    /// nothing while frames wait.
+    pub fn new(
+        id: u64,
+        user_id: Option<Box<str>>,
+        stream: TcpStream,
+        limit: usize,
+        stall: Duration,
+    ) -> Self {
         Viewer {
             id,
             user_id,
@@ -79,10 +93,12 @@ impl Viewer {
                 queued: 0,
                 state: State::Holding,
                 held: Vec::new(),
+                progress: None,
             }),
             wake: Notify::new(),
             slot: AtomicUsize::new(usize::MAX),
             limit,
+            stall,
         }
     }
 
@@ -108,10 +124,12 @@ impl Viewer {
                             ob.queue.push_back(frame.clone());
                             ob.head_sent = n;
                             ob.queued = frame.len() - n;
+                            ob.progress = Some(Instant::now());
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                             ob.queue.push_back(frame.clone());
                             ob.queued = frame.len();
+                            ob.progress = Some(Instant::now());
                         }
                         Err(_) => {
                             ob.state = State::Closed;
@@ -126,7 +144,9 @@ impl Viewer {
                 }
                 ob.queue.push_back(frame.clone());
                 ob.queued += frame.len();
-                if ob.queued > self.limit {
+                // Only viewers with a backlog read the clock, once per frame.
+                let stalled = ob.progress.is_some_and(|t| t.elapsed() > self.stall);
+                if ob.queued > self.limit || stalled {
                     self.begin_close(&mut ob, close::SLOW_CONSUMER);
                 }
                 true
@@ -203,6 +223,7 @@ impl Viewer {
                 }
                 Ok(mut n) => {
                     ob.queued = ob.queued.saturating_sub(n);
+                    ob.progress = Some(Instant::now());
                     while n > 0 {
                         let Some(front) = ob.queue.front() else { break };
                         let rest = front.len() - ob.head_sent;
@@ -229,6 +250,7 @@ impl Viewer {
         }
         // A backlog is over: give its memory back, so idle viewers hold none.
         ob.queue = VecDeque::new();
+        ob.progress = None;
         Drain::Idle
     }
 
