@@ -1,17 +1,19 @@
 //! The HTTP API of the ingest side: post a comment, read a room's history, read a room's summary.
 //!
 //! Every refusal is a 4xx with `{"error":{"code","message"}}`, decided here rather than by the framework's
-//! default rejections, so clients always get the documented codes.
+//! default rejections, so clients always get the documented codes. A rate limit's refusal (429) adds
+//! `retry_after_ms` to it and a `Retry-After` header.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 
 use super::Logic;
@@ -32,13 +34,20 @@ pub fn routes(logic: Arc<Logic>) -> Router {
 /// A refusal as the documented JSON error body.
 pub fn reject(r: &Rejection) -> Response {
     let status = StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = serde_json::json!({"error": {"code": r.code.as_str(), "message": r.message}});
+    let mut error = serde_json::json!({"code": r.code.as_str(), "message": r.message});
+    if let Some(ms) = r.retry_after_ms() {
+        error["retry_after_ms"] = ms.into();
+    }
+    let mut res = (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+    let headers = res.headers_mut();
     if r.code == ErrorCode::Unauthorized {
         // RFC 6750: a 401 names the scheme that would be accepted.
-        let scheme = [(header::WWW_AUTHENTICATE, "Bearer")];
-        return (status, scheme, axum::Json(body)).into_response();
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    (status, axum::Json(body)).into_response()
+    if let Some(secs) = r.retry_after_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
 }
 
 fn json_bytes(body: Vec<u8>) -> Response {
@@ -66,6 +75,7 @@ struct PostBody {
 async fn post_comment(
     State(logic): State<Arc<Logic>>,
     path: Result<Path<String>, PathRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -111,7 +121,9 @@ async fn post_comment(
         color: body.color.as_deref(),
         mode: body.mode.as_deref(),
     };
-    match logic.accept(&room, &sub).await {
+    let user_id = identity.as_ref().map(|id| id.user_id.as_str());
+    let ip = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
+    match logic.accept(&room, &sub, user_id, ip).await {
         Ok(id) => axum::Json(serde_json::json!({ "id": id })).into_response(),
         Err(r) => reject(&r),
     }

@@ -1,17 +1,23 @@
-//! The ingest side: takes comments from senders, validates them and appends them to the room's log on the bus,
-//! which numbers them, keeps them as history and publishes them to the gateways.
+//! The ingest side: takes comments from senders, validates them, holds each sender to its rate limits and appends
+//! them to the room's log on the bus, which numbers them, keeps them as history and publishes them to the gateways.
+//!
+//! Every comment passes here (HTTP posts, and the WebSocket sends gateways hand over, in `serve` and in a
+//! cluster's logic nodes), so this is where comment rates are counted: per user and per address, in this
+//! process (a cluster's logic nodes count each on its own).
 
 pub mod http;
 pub mod remote;
 pub mod words;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::auth::{Auth, Identity};
 use crate::bus::{AppendError, Bus};
 use crate::config::LogicArgs;
+use crate::limits::{KeyedLimiter, Limit, ip_key};
 use crate::protocol::comment::Submission;
 use crate::protocol::{Draft, ErrorCode, Rejection, RoomId};
 
@@ -19,14 +25,24 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a gateway hands the comments its viewers send: the local [`Logic`] in `serve`, a remote one in a cluster.
 pub trait Ingest: Send + Sync + 'static {
-    /// Accepts a comment and answers its id, or says why it was refused. `sender` is the identity the sender's
-    /// token proved (`sub.user` is then its name): the caller has checked it, and a remote logic node trusts it.
+    /// Accepts a comment and answers its id, or says why it was refused.
     fn submit<'a>(
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        sender: Option<&'a Identity>,
+        sender: Sender<'a>,
     ) -> BoxFuture<'a, Result<u64, Rejection>>;
+}
+
+/// Who sends a comment, beyond the name it is shown under.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sender<'a> {
+    /// The identity the sender's token proved (`sub.user` is then its name): the caller has checked it, and a
+    /// remote logic node trusts it.
+    pub identity: Option<&'a Identity>,
+    /// The address it sends from, for the per-address limit; `None` when unknown (then only the per-user one
+    /// applies).
+    pub ip: Option<IpAddr>,
 }
 
 pub struct Logic {
@@ -34,6 +50,16 @@ pub struct Logic {
     args: LogicArgs,
     auth: Arc<Auth>,
     words: words::BlockedWords,
+    per_user: KeyedLimiter<UserKey>,
+    per_ip: KeyedLimiter<IpAddr>,
+}
+
+/// What the per-user limit counts under: the verified user id, or (open mode) the name a sender claims. Apart,
+/// so that a claimed name can never spend a verified user's tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum UserKey {
+    Id(String),
+    Name(String),
 }
 
 impl Logic {
@@ -42,6 +68,8 @@ impl Logic {
         let words =
             words::BlockedWords::load(args.blocked_words.clone(), args.blocked_words_action)?;
         Ok(Logic {
+            per_user: KeyedLimiter::new(args.comment_rate_per_user, args.comment_burst_per_user),
+            per_ip: KeyedLimiter::new(args.comment_rate_per_ip, args.comment_burst_per_ip),
             bus,
             args,
             auth,
@@ -66,12 +94,22 @@ impl Logic {
         &self.bus
     }
 
-    /// Validates, numbers, stores and publishes one comment.
-    pub async fn accept(&self, room: &RoomId, sub: &Submission<'_>) -> Result<u64, Rejection> {
-        let validated = Draft::validate(sub, self.args.max_chars).and_then(|mut d| {
-            d.text = self.words.apply(std::mem::take(&mut d.text))?;
-            Ok(d)
-        });
+    /// Validates, rate-limits, numbers, stores and publishes one comment. `user_id` is the sender's verified id
+    /// (without one, its name is what the per-user limit counts), `ip` its address when known.
+    pub async fn accept(
+        &self,
+        room: &RoomId,
+        sub: &Submission<'_>,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<u64, Rejection> {
+        // Validation first: a malformed comment costs its sender no token (nor does it cost the server much).
+        let validated = Draft::validate(sub, self.args.max_chars)
+            .and_then(|d| self.check_rates(&d.user, user_id, ip).map(|()| d))
+            .and_then(|mut d| {
+                d.text = self.words.apply(std::mem::take(&mut d.text))?;
+                Ok(d)
+            });
         let draft = match validated {
             Ok(d) => d,
             Err(r) => {
@@ -102,6 +140,31 @@ impl Logic {
         metrics::counter!("danmaku_comments_in_total").increment(1);
         Ok(id)
     }
+
+    /// Takes a token from the sender's bucket and from its address's. (A refusal by the address's bucket still
+    /// costs the user its token: a sender is refused rarely enough that it does not matter.)
+    fn check_rates(
+        &self,
+        name: &str,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Rejection> {
+        if self.per_user.is_enabled() {
+            let user = match user_id {
+                Some(id) => UserKey::Id(id.to_owned()),
+                None => UserKey::Name(name.to_owned()),
+            };
+            self.per_user
+                .check(&user)
+                .map_err(|wait| Limit::CommentsPerUser.refuse(wait))?;
+        }
+        if let Some(ip) = ip {
+            self.per_ip
+                .check(&ip_key(ip))
+                .map_err(|wait| Limit::CommentsPerIp.refuse(wait))?;
+        }
+        Ok(())
+    }
 }
 
 impl Ingest for Logic {
@@ -109,8 +172,9 @@ impl Ingest for Logic {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        _sender: Option<&'a Identity>,
+        sender: Sender<'a>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
-        Box::pin(async move { self.accept(room, &sub).await })
+        let user_id = sender.identity.map(|id| id.user_id.as_str());
+        Box::pin(async move { self.accept(room, &sub, user_id, sender.ip).await })
     }
 }
