@@ -6,6 +6,12 @@ DANMAKU=$ROOT/target/release/danmaku
 OUT=${BENCH_OUT:-$ROOT/target/bench}
 mkdir -p "$OUT"
 
+# The bench opens thousands of viewers per source address and sends as fast as asked, as one user ("bench"): the
+# rate limits a public server wants would refuse most of it. Every danmaku process a script starts takes these.
+LOGIC_NO_LIMITS=(--comment-rate-per-user 0 --comment-rate-per-ip 0)
+GATEWAY_NO_LIMITS=(--max-connections-per-ip 0 --new-connections-per-ip 0)
+NO_LIMITS=("${LOGIC_NO_LIMITS[@]}" "${GATEWAY_NO_LIMITS[@]}")
+
 build() {
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 }
@@ -18,12 +24,13 @@ need_peers() {
   fi
 }
 
-# start_server KIND [danmaku serve flags...]: sets SERVER_PID and SERVER_PORT. KIND: danmaku, bun, node-ws, raw.
+# start_server KIND [danmaku serve flags...]: sets SERVER_PID and SERVER_PORT. KIND: danmaku (rate limits lifted),
+# bun, node-ws, raw.
 start_server() {
   local kind=$1; shift
   local log=$OUT/$kind.server.log
   case $kind in
-    danmaku) "$DANMAKU" serve --listen 127.0.0.1:0 "$@" >"$log" 2>"$log.err" & ;;
+    danmaku) "$DANMAKU" serve --listen 127.0.0.1:0 "${NO_LIMITS[@]}" "$@" >"$log" 2>"$log.err" & ;;
     bun) "$ROOT/bench/peers/node_modules/.bin/bun" "$ROOT/bench/peers/bun/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
     node-ws) node "$ROOT/bench/peers/node-ws/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
     raw) "$ROOT/bench/peers/raw/target/release/raw-peer" --port 0 --batch-ms 100 --threads 2 >"$log" 2>"$log.err" & ;;

@@ -242,6 +242,34 @@ pub struct LogicArgs {
         default_value = "block"
     )]
     pub blocked_words_action: crate::logic::words::Action,
+
+    /// Comments one user may send per second, on average (fractions allowed); past it they are refused with
+    /// `rate_limited`. The user is the token's user id; without a secret, the name it claims. 0 = no limit.
+    #[arg(
+        long,
+        env = "DANMAKU_COMMENT_RATE_PER_USER",
+        default_value_t = 0.5,
+        value_parser = crate::limits::parse_rate
+    )]
+    pub comment_rate_per_user: f64,
+
+    /// Comments one user may send in a row before `--comment-rate-per-user` applies (at least 1).
+    #[arg(long, env = "DANMAKU_COMMENT_BURST_PER_USER", default_value_t = 5)]
+    pub comment_burst_per_user: u32,
+
+    /// Comments one IP address (an IPv6 /64) may send per second, whoever sends them; many viewers may share one
+    /// address behind a NAT. 0 = no limit.
+    #[arg(
+        long,
+        env = "DANMAKU_COMMENT_RATE_PER_IP",
+        default_value_t = 20.0,
+        value_parser = crate::limits::parse_rate
+    )]
+    pub comment_rate_per_ip: f64,
+
+    /// Comments one IP address may send in a row before `--comment-rate-per-ip` applies (at least 1).
+    #[arg(long, env = "DANMAKU_COMMENT_BURST_PER_IP", default_value_t = 100)]
+    pub comment_burst_per_ip: u32,
 }
 
 /// The push side's settings.
@@ -314,6 +342,29 @@ pub struct GatewayArgs {
     /// not concerned.
     #[arg(long, env = "DANMAKU_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// Viewer WebSockets one IP address (an IPv6 /64) may hold at once; past it `/ws` answers 429. Many viewers
+    /// may share one address behind a NAT. 0 = no limit.
+    #[arg(long, env = "DANMAKU_MAX_CONNECTIONS_PER_IP", default_value_t = 500)]
+    pub max_connections_per_ip: usize,
+
+    /// Viewer WebSockets one IP address may open per second, on average (fractions allowed); past it `/ws`
+    /// answers 429. 0 = no limit.
+    #[arg(
+        long,
+        env = "DANMAKU_NEW_CONNECTIONS_PER_IP",
+        default_value_t = 20.0,
+        value_parser = crate::limits::parse_rate
+    )]
+    pub new_connections_per_ip: f64,
+
+    /// Viewer WebSockets one IP address may open in a row before `--new-connections-per-ip` applies (at least 1).
+    #[arg(
+        long,
+        env = "DANMAKU_NEW_CONNECTIONS_BURST_PER_IP",
+        default_value_t = 100
+    )]
+    pub new_connections_burst_per_ip: u32,
 }
 
 impl GatewayArgs {
@@ -433,5 +484,33 @@ mod tests {
         assert_eq!(s.listen.port(), 9);
         std::fs::write(&file, "no_such_flag = 1\n").unwrap();
         assert!(parse_from(args(&["danmaku", "serve", "--config", f])).is_err());
+    }
+
+    #[test]
+    fn rate_limits_have_public_defaults_and_take_file_values() {
+        let s = serve(parse_from(args(&["danmaku", "serve"])).unwrap());
+        assert_eq!(
+            (
+                s.logic.comment_rate_per_user,
+                s.logic.comment_burst_per_user
+            ),
+            (0.5, 5)
+        );
+        assert_eq!(s.gateway.max_connections_per_ip, 500);
+        let dir = std::env::temp_dir().join(format!("danmaku-cfg-rl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "comment_rate_per_user = 0.25\ncomment-rate-per-ip = 3\nmax_connections_per_ip = 0\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let s = serve(parse_from(args(&["danmaku", "serve", "--config", f])).unwrap());
+        assert_eq!(s.logic.comment_rate_per_user, 0.25);
+        assert_eq!(s.logic.comment_rate_per_ip, 3.0);
+        assert_eq!(s.gateway.max_connections_per_ip, 0);
+        let negative = ["danmaku", "serve", "--new-connections-per-ip=-1"];
+        assert!(parse_from(args(&negative)).is_err());
     }
 }

@@ -3,8 +3,12 @@
 //! socket is full, and leaves the room when it ends.
 //!
 //! An idle connection holds no buffer: reads go through a stack buffer and the decoder frees what it held.
+//!
+//! A viewer that keeps sending far past its rate limit (every send refused, [`FLOOD_REFUSALS`] in a row) is
+//! closed with 1008: each refusal is cheap, but answering an endless flood is not.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use tokio::time::Instant;
 use super::Gateway;
 use super::viewer::{Drain, Viewer};
 use crate::auth::Identity;
+use crate::logic::Sender;
 use crate::protocol::comment::Submission;
 use crate::protocol::messages::{ClientMsg, ServerMsg, batch_frame};
 use crate::protocol::ws_codec::{self, Decoder, Event, ProtocolError, close};
@@ -23,6 +28,9 @@ use crate::protocol::{ErrorCode, Rejection, RoomId};
 const RECOVERY_CHUNK: usize = 200;
 /// Bytes read per wake-up before the task yields to its other duties.
 const READ_BUDGET: usize = 64 * 1024;
+/// Sends refused by a rate limit in a row (none accepted between them) after which the viewer is closed with
+/// 1008. A person who presses send too often is refused a few times; only a script gets this far.
+pub const FLOOD_REFUSALS: u32 = 100;
 
 /// What the viewer asked for in its handshake.
 pub struct Join {
@@ -32,6 +40,8 @@ pub struct Join {
     pub user: String,
     /// Who its token proved it is (boxed: most viewers are guests, and every connection holds a `Join`).
     pub identity: Option<Box<Identity>>,
+    /// The address it connects from, which its sends count against.
+    pub ip: Option<IpAddr>,
 }
 
 enum Step {
@@ -61,6 +71,7 @@ pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes
         last_rx: Instant::now(),
         pinged: false,
         client_closed: false,
+        refused_in_a_row: 0,
     };
     if !early.is_empty() && !matches!(conn.on_early(&early).await, Step::Continue) {
         return finish(&gw, &viewer, &join.room);
@@ -115,6 +126,8 @@ struct Conn<'a> {
     pinged: bool,
     /// The viewer sent a close frame: ours only answers it.
     client_closed: bool,
+    /// Sends refused by a rate limit since the last accepted one.
+    refused_in_a_row: u32,
 }
 
 impl Conn<'_> {
@@ -294,14 +307,25 @@ impl Conn<'_> {
                         mode: send.mode.as_deref(),
                     };
                     let nonce = send.nonce.as_deref();
-                    let sender = self.join.identity.as_deref();
-                    let accepted = match self.gw.auth.check_sender(sender) {
+                    let sender = Sender {
+                        identity: self.join.identity.as_deref(),
+                        ip: self.join.ip,
+                    };
+                    let accepted = match self.gw.auth.check_sender(sender.identity) {
                         Ok(()) => self.gw.ingest.submit(&self.join.room, sub, sender).await,
                         Err(r) => Err(r),
                     };
                     match accepted {
-                        Ok(id) => ServerMsg::Ack { nonce, id }.frame(),
-                        Err(r) => ServerMsg::error(nonce, &r),
+                        Ok(id) => {
+                            self.refused_in_a_row = 0;
+                            ServerMsg::Ack { nonce, id }.frame()
+                        }
+                        Err(r) => {
+                            if r.code == ErrorCode::RateLimited {
+                                self.count_flood();
+                            }
+                            ServerMsg::error(nonce, &r)
+                        }
                     }
                 }
                 Err(e) => ServerMsg::error(e.nonce.as_deref(), &e.rejection),
@@ -326,6 +350,20 @@ impl Conn<'_> {
         };
         self.viewer.push(&frame, 0);
         Step::Continue
+    }
+
+    /// One more send refused by a rate limit; at [`FLOOD_REFUSALS`] in a row, the viewer is closed (what was
+    /// queued for it is dropped, as with any close).
+    fn count_flood(&mut self) {
+        self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
+        if self.refused_in_a_row == FLOOD_REFUSALS {
+            tracing::debug!(
+                viewer = self.viewer.id,
+                "closed for flooding past its rate limit"
+            );
+            metrics::counter!("danmaku_flood_closes_total").increment(1);
+            self.viewer.close(close::POLICY_VIOLATION);
+        }
     }
 }
 

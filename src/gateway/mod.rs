@@ -1,5 +1,6 @@
 //! The push side: holds viewers' WebSockets, grouped by room, and delivers each room's comments as one shared
-//! frame per window.
+//! frame per window. It admits them under its limits: `--max-viewers` in all, and per address the connections
+//! held and opened per second (both counted in this process: each gateway of a cluster counts its own).
 
 pub mod connection;
 pub mod fanout;
@@ -11,6 +12,7 @@ pub mod room;
 pub mod upgrade;
 pub mod viewer;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -23,11 +25,17 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Auth;
 use crate::bus::Bus;
 use crate::config::GatewayArgs;
+use crate::limits::{KeyedLimiter, Limit, Occupancy, Place, ip_key};
 use crate::logic::Ingest;
+use crate::protocol::Rejection;
 use crate::protocol::ws_codec::close;
 use fanout::FanoutPool;
 use registry::Registry;
 use room::BatchSettings;
+
+/// The wait suggested to an address refused for holding `--max-connections-per-ip` connections: a place frees
+/// only when one of them closes, which no clock predicts.
+const CONNECTIONS_RETRY: Duration = Duration::from_secs(5);
 
 pub struct Gateway {
     args: GatewayArgs,
@@ -43,6 +51,10 @@ pub struct Gateway {
     stopping: AtomicBool,
     /// Viewers admitted (handshake accepted, connection not yet ended), against `args.max_viewers`.
     admitted: AtomicUsize,
+    /// Connections per address (handshake accepted, connection not yet ended), against `--max-connections-per-ip`.
+    per_ip: Arc<Occupancy<IpAddr>>,
+    /// Handshakes per address, against `--new-connections-per-ip`.
+    new_per_ip: KeyedLimiter<IpAddr>,
 }
 
 impl Gateway {
@@ -68,6 +80,11 @@ impl Gateway {
         Ok(Gateway {
             registry: Registry::new(bus.clone(), settings, pool, tasks.clone()),
             origins: origin::OriginPolicy::new(&args.allowed_origins),
+            per_ip: Occupancy::new(args.max_connections_per_ip),
+            new_per_ip: KeyedLimiter::new(
+                args.new_connections_per_ip,
+                args.new_connections_burst_per_ip,
+            ),
             args,
             max_message_bytes,
             bus,
@@ -114,6 +131,23 @@ impl Gateway {
             return None;
         }
         Some(Admission(self.clone()))
+    }
+
+    /// Takes a place for a new connection from `ip` under the per-address limits (an unknown address has none),
+    /// or says why not and when to retry. A refusal for holding too many takes no token from the new-connection
+    /// bucket.
+    fn admit_address(&self, ip: Option<IpAddr>) -> Result<Place<IpAddr>, Rejection> {
+        let Some(ip) = ip.map(ip_key) else {
+            return Ok(Place::free());
+        };
+        let place = self
+            .per_ip
+            .take(ip)
+            .ok_or_else(|| Limit::ConnectionsPerIp.refuse(CONNECTIONS_RETRY))?;
+        self.new_per_ip
+            .check(&ip)
+            .map_err(|wait| Limit::NewConnectionsPerIp.refuse(wait))?;
+        Ok(place)
     }
 }
 

@@ -1,14 +1,16 @@
-//! `GET /ws`: checks the page's origin, the room, the viewer's token and the handshake before upgrading (a bad request is refused
-//! with an HTTP 4xx and the documented JSON error), then takes the raw TCP socket out of hyper so the gateway owns
-//! its write side.
+//! `GET /ws`: checks the address's connection limits, the page's origin, the room, the viewer's token and the
+//! handshake before upgrading (a bad request is refused with an HTTP 4xx and the documented JSON error; an address
+//! over its limits with 429 and `Retry-After`), then takes the raw TCP socket out of hyper so the gateway owns its
+//! write side.
 //!
 //! The token comes in the query (`?token=`) because browsers cannot set headers on a WebSocket.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
@@ -38,10 +40,19 @@ struct WsQuery {
 }
 
 pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    // First, and whatever the request holds: an address over its limits costs no more than this.
+    let place = match gw.admit_address(ip) {
+        Ok(p) => p,
+        Err(r) => return reject(&r),
+    };
     if let Err(r) = gw.origins.check(req.headers()) {
         return reject(&r);
     }
-    let join = match parse_join(req.uri().query(), &gw.auth) {
+    let mut join = match parse_join(req.uri().query(), &gw.auth) {
         Ok(j) => j,
         Err(r) => return reject(&r),
     };
@@ -54,6 +65,7 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
             "this user is banned from the room",
         ));
     }
+    join.ip = ip;
     let key = match handshake_key(req.method(), req.headers()) {
         Ok(k) => k,
         Err(r) => return reject(&r),
@@ -72,7 +84,8 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
     };
     let task_gw = gw.clone();
     gw.tasks.spawn(async move {
-        let _admission = admission;
+        // Both places are given back when this task ends, whether or not the upgrade completes.
+        let places = (admission, place);
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => return tracing::debug!("upgrade failed: {e}"),
@@ -100,7 +113,11 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
             task_gw.args.queue_bytes,
             task_gw.args.write_stall(),
         ));
-        connection::run(task_gw, viewer, join, early).await;
+        connection::run(task_gw, viewer.clone(), join, early).await;
+        // Before the socket closes (with the last reference to the viewer): a client that saw its connection end
+        // finds its place free again.
+        drop(places);
+        drop(viewer);
     });
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -132,6 +149,7 @@ fn parse_join(query: Option<&str>, auth: &Auth) -> Result<Join, Rejection> {
         since,
         user,
         identity,
+        ip: None,
     })
 }
 

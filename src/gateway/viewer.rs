@@ -266,6 +266,7 @@ fn close_reason(code: u16) -> &'static str {
         close::SLOW_CONSUMER => "too slow: reconnect with since",
         close::HEARTBEAT_TIMEOUT => "heartbeat timeout",
         close::PROTOCOL_ERROR => "protocol error",
+        close::POLICY_VIOLATION => "sending far past the rate limit",
         _ => "",
     }
 }

@@ -1,20 +1,22 @@
 //! The HTTP API of the ingest side: post a comment, read a room's history, read a room's summary.
 //!
 //! Every refusal is a 4xx with `{"error":{"code","message"}}`, decided here rather than by the framework's
-//! default rejections, so clients always get the documented codes.
+//! default rejections, so clients always get the documented codes. A rate limit's refusal (429) adds
+//! `retry_after_ms` to it and a `Retry-After` header.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 
-use super::{Logic, Sender};
+use super::{Author, Logic};
 use crate::protocol::comment::Submission;
 use crate::protocol::messages::msgs_body;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -32,13 +34,20 @@ pub fn routes(logic: Arc<Logic>) -> Router {
 /// A refusal as the documented JSON error body.
 pub fn reject(r: &Rejection) -> Response {
     let status = StatusCode::from_u16(r.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let body = serde_json::json!({"error": {"code": r.code.as_str(), "message": r.message}});
+    let mut error = serde_json::json!({"code": r.code.as_str(), "message": r.message});
+    if let Some(ms) = r.retry_after_ms() {
+        error["retry_after_ms"] = ms.into();
+    }
+    let mut res = (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
+    let headers = res.headers_mut();
     if r.code == ErrorCode::Unauthorized {
         // RFC 6750: a 401 names the scheme that would be accepted.
-        let scheme = [(header::WWW_AUTHENTICATE, "Bearer")];
-        return (status, scheme, axum::Json(body)).into_response();
+        headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    (status, axum::Json(body)).into_response()
+    if let Some(secs) = r.retry_after_secs() {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
 }
 
 /// A request's JSON body, read up to `limit` bytes; the refusals name `shape`, what the body should look like.
@@ -88,6 +97,7 @@ struct PostBody {
 async fn post_comment(
     State(logic): State<Arc<Logic>>,
     path: Result<Path<String>, PathRejection>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -116,11 +126,12 @@ async fn post_comment(
         color: body.color.as_deref(),
         mode: body.mode.as_deref(),
     };
-    let sender = identity.as_ref().map(|i| Sender {
-        user_id: &i.user_id,
-        moderator: i.admin,
-    });
-    match logic.accept(&room, &sub, sender).await {
+    let author = Author {
+        user_id: identity.as_ref().map(|i| i.user_id.as_str()),
+        moderator: identity.as_ref().is_some_and(|i| i.admin),
+        ip: peer.map(|Extension(ConnectInfo(addr))| addr.ip()),
+    };
+    match logic.accept(&room, &sub, author).await {
         Ok(id) => axum::Json(serde_json::json!({ "id": id })).into_response(),
         Err(r) => reject(&r),
     }

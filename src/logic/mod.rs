@@ -1,5 +1,9 @@
-//! The ingest side: takes comments from senders, validates them and appends them to the room's log on the bus,
-//! which numbers them, keeps them as history and publishes them to the gateways.
+//! The ingest side: takes comments from senders, validates them, holds each sender to its rate limits and appends
+//! them to the room's log on the bus, which numbers them, keeps them as history and publishes them to the gateways.
+//!
+//! Every comment passes here (HTTP posts, and the WebSocket sends gateways hand over, in `serve` and in a
+//! cluster's logic nodes), so this is where comment rates are counted: per user and per address, in this
+//! process (a cluster's logic nodes count each on its own).
 
 pub mod admin;
 pub mod http;
@@ -7,6 +11,7 @@ pub mod remote;
 pub mod words;
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,6 +19,7 @@ use crate::auth::{Auth, Identity};
 use crate::bus::control::{Control, SanctionKind};
 use crate::bus::{AppendError, Bus};
 use crate::config::LogicArgs;
+use crate::limits::{KeyedLimiter, Limit, ip_key};
 use crate::protocol::comment::Submission;
 use crate::protocol::{Draft, ErrorCode, Rejection, RoomId};
 
@@ -21,23 +27,46 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a gateway hands the comments its viewers send: the local [`Logic`] in `serve`, a remote one in a cluster.
 pub trait Ingest: Send + Sync + 'static {
-    /// Accepts a comment and answers its id, or says why it was refused. `sender` is the identity the sender's
-    /// token proved (`sub.user` is then its name): the caller has checked it, and a remote logic node trusts it.
+    /// Accepts a comment and answers its id, or says why it was refused.
     fn submit<'a>(
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        sender: Option<&'a Identity>,
+        sender: Sender<'a>,
     ) -> BoxFuture<'a, Result<u64, Rejection>>;
 }
 
-/// Who a token proved a comment's sender is.
-#[derive(Debug, Clone, Copy)]
+/// Who sends a comment, beyond the name it is shown under.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Sender<'a> {
-    /// The token's `sub`: what mutes and bans name.
-    pub user_id: &'a str,
+    /// The identity the sender's token proved (`sub.user` is then its name): the caller has checked it, and a
+    /// remote logic node trusts it.
+    pub identity: Option<&'a Identity>,
+    /// The address it sends from, for the per-address limit; `None` when unknown (then only the per-user one
+    /// applies).
+    pub ip: Option<IpAddr>,
+}
+
+/// What logic knows of a comment's author besides its name, however the comment came (HTTP, a local WebSocket, a
+/// gateway over NATS).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Author<'a> {
+    /// The token's `sub`, when a token was shown: what mutes, bans and the per-user limit name.
+    pub user_id: Option<&'a str>,
     /// An admin's token: the comment carries `"mod":true`, which gateways never shed or merge.
     pub moderator: bool,
+    /// The address it sends from, when known.
+    pub ip: Option<IpAddr>,
+}
+
+impl<'a> Author<'a> {
+    pub fn of(sender: Sender<'a>) -> Self {
+        Author {
+            user_id: sender.identity.map(|i| i.user_id.as_str()),
+            moderator: sender.identity.is_some_and(|i| i.admin),
+            ip: sender.ip,
+        }
+    }
 }
 
 pub struct Logic {
@@ -45,6 +74,16 @@ pub struct Logic {
     args: LogicArgs,
     auth: Arc<Auth>,
     words: words::BlockedWords,
+    per_user: KeyedLimiter<UserKey>,
+    per_ip: KeyedLimiter<IpAddr>,
+}
+
+/// What the per-user limit counts under: the verified user id, or (open mode) the name a sender claims. Apart,
+/// so that a claimed name can never spend a verified user's tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum UserKey {
+    Id(String),
+    Name(String),
 }
 
 impl Logic {
@@ -53,6 +92,8 @@ impl Logic {
         let words =
             words::BlockedWords::load(args.blocked_words.clone(), args.blocked_words_action)?;
         Ok(Logic {
+            per_user: KeyedLimiter::new(args.comment_rate_per_user, args.comment_burst_per_user),
+            per_ip: KeyedLimiter::new(args.comment_rate_per_ip, args.comment_burst_per_ip),
             bus,
             args,
             auth,
@@ -101,17 +142,19 @@ impl Logic {
         &self.bus
     }
 
-    /// Validates, numbers, stores and publishes one comment. `sender`: who a token proved the sender is, if anyone
-    /// (see [`Sender`]).
+    /// Validates, checks the author's sanctions and rates, numbers, stores and publishes one comment. Without a
+    /// verified user id, the author's name is what the per-user limit counts.
     pub async fn accept(
         &self,
         room: &RoomId,
         sub: &Submission<'_>,
-        sender: Option<Sender<'_>>,
+        author: Author<'_>,
     ) -> Result<u64, Rejection> {
-        let moderator = sender.is_some_and(|s| s.moderator);
-        if let Some(s) = sender.and_then(|s| self.bus.sanction_of(s.user_id, room)) {
-            metrics::counter!("danmaku_rejected_total", "code" => "muted").increment(1);
+        if let Some(s) = author
+            .user_id
+            .and_then(|user| self.bus.sanction_of(user, room))
+        {
+            metrics::counter!("danmaku_rejected_total", "code" => s.kind.as_str()).increment(1);
             let until = s.until_ms.map_or_else(
                 || "until lifted".to_owned(),
                 |ms| format!("until {ms} (ms since the epoch)"),
@@ -124,11 +167,17 @@ impl Logic {
                 format!("this user may not send here ({}, {until})", s.kind.as_str()),
             ));
         }
-        let validated = Draft::validate(sub, self.args.max_chars).and_then(|mut d| {
-            d.text = self.words.apply(std::mem::take(&mut d.text))?;
-            d.moderator = moderator;
-            Ok(d)
-        });
+        // Validation first: a malformed comment costs its sender no token (nor does it cost the server much).
+        let validated = Draft::validate(sub, self.args.max_chars)
+            .and_then(|d| {
+                self.check_rates(&d.user, author.user_id, author.ip)
+                    .map(|()| d)
+            })
+            .and_then(|mut d| {
+                d.text = self.words.apply(std::mem::take(&mut d.text))?;
+                d.moderator = author.moderator;
+                Ok(d)
+            });
         let draft = match validated {
             Ok(d) => d,
             Err(r) => {
@@ -159,6 +208,31 @@ impl Logic {
         metrics::counter!("danmaku_comments_in_total").increment(1);
         Ok(id)
     }
+
+    /// Takes a token from the sender's bucket and from its address's. (A refusal by the address's bucket still
+    /// costs the user its token: a sender is refused rarely enough that it does not matter.)
+    fn check_rates(
+        &self,
+        name: &str,
+        user_id: Option<&str>,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Rejection> {
+        if self.per_user.is_enabled() {
+            let user = match user_id {
+                Some(id) => UserKey::Id(id.to_owned()),
+                None => UserKey::Name(name.to_owned()),
+            };
+            self.per_user
+                .check(&user)
+                .map_err(|wait| Limit::CommentsPerUser.refuse(wait))?;
+        }
+        if let Some(ip) = ip {
+            self.per_ip
+                .check(&ip_key(ip))
+                .map_err(|wait| Limit::CommentsPerIp.refuse(wait))?;
+        }
+        Ok(())
+    }
 }
 
 impl Ingest for Logic {
@@ -166,12 +240,8 @@ impl Ingest for Logic {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        sender: Option<&'a Identity>,
+        sender: Sender<'a>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
-        let sender = sender.map(|i| Sender {
-            user_id: &i.user_id,
-            moderator: i.admin,
-        });
-        Box::pin(async move { self.accept(room, &sub, sender).await })
+        Box::pin(async move { self.accept(room, &sub, Author::of(sender)).await })
     }
 }

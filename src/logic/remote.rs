@@ -5,10 +5,13 @@
 //! Both ends live here because they share the wire format: a request is the submission as JSON with its room; a
 //! reply is `{"id":N}` or `{"error":{"code":"...","message":"..."}}` with the same codes as every other answer.
 //!
-//! A request carries the sender the gateway verified (its token's user id and name), and the logic node trusts it
-//! without a token: NATS is the cluster's internal network, and only cluster nodes publish on it.
+//! A request carries the sender the gateway verified (its token's user id and name) and the address the viewer
+//! connects from, and the logic node trusts both: NATS is the cluster's internal network, and only cluster nodes
+//! publish on it. The logic node holds the sender to its rate limits with them; a `rate_limited` reply carries
+//! its retry hint back.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{BoxFuture, Ingest, Logic, Sender};
-use crate::auth::Identity;
+use super::{Author, BoxFuture, Ingest, Logic, Sender};
 use crate::bus::nats;
 use crate::protocol::comment::Submission;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -44,6 +46,9 @@ struct Request<'a> {
     /// The sender its gateway verified; `user` is then ignored.
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     verified: Option<Verified<'a>>,
+    /// The viewer's address, for the per-address limit (absent from gateways that predate it: not limited by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ip: Option<IpAddr>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -65,6 +70,8 @@ enum Reply<'a> {
         code: &'a str,
         #[serde(borrow)]
         message: Cow<'a, str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 
@@ -83,7 +90,7 @@ impl RemoteIngest {
         &self,
         room: &RoomId,
         sub: Submission<'_>,
-        sender: Option<&Identity>,
+        sender: Sender<'_>,
     ) -> Result<u64, Rejection> {
         let request = Request {
             room: room.as_str().into(),
@@ -91,11 +98,12 @@ impl RemoteIngest {
             text: sub.text.into(),
             color: sub.color.map(Into::into),
             mode: sub.mode.map(Into::into),
-            verified: sender.map(|id| Verified {
+            verified: sender.identity.map(|id| Verified {
                 id: id.user_id.as_str().into(),
                 name: id.name.as_str().into(),
                 admin: id.admin,
             }),
+            ip: sender.ip,
         };
         let body = serde_json::to_vec(&request)
             .map_err(|e| Rejection::new(ErrorCode::BadJson, e.to_string()))?;
@@ -113,10 +121,18 @@ impl RemoteIngest {
         };
         match serde_json::from_slice::<Reply<'_>>(&message.payload) {
             Ok(Reply::Id(id)) => Ok(id),
-            Ok(Reply::Error { code, message }) => Err(Rejection::new(
-                ErrorCode::parse(code).unwrap_or(ErrorCode::Unavailable),
-                message.into_owned(),
-            )),
+            Ok(Reply::Error {
+                code,
+                message,
+                retry_after_ms,
+            }) => {
+                let code = ErrorCode::parse(code).unwrap_or(ErrorCode::Unavailable);
+                let refused = Rejection::new(code, message.into_owned());
+                Err(match retry_after_ms {
+                    Some(ms) => refused.with_retry_after(Duration::from_millis(ms)),
+                    None => refused,
+                })
+            }
             Err(e) => {
                 tracing::warn!("unreadable reply from logic: {e}");
                 Err(unavailable("logic answered something unreadable"))
@@ -134,7 +150,7 @@ impl Ingest for RemoteIngest {
         &'a self,
         room: &'a RoomId,
         sub: Submission<'a>,
-        sender: Option<&'a Identity>,
+        sender: Sender<'a>,
     ) -> BoxFuture<'a, Result<u64, Rejection>> {
         Box::pin(self.forward(room, sub, sender))
     }
@@ -170,6 +186,7 @@ pub async fn answer(
                 Err(r) => serde_json::to_vec(&Reply::Error {
                     code: r.code.as_str(),
                     message: Cow::Borrowed(&r.message),
+                    retry_after_ms: r.retry_after_ms(),
                 }),
             };
             if let Ok(body) = body {
@@ -187,11 +204,11 @@ async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {
     let room = RoomId::parse(&request.room)?;
     // A verified sender is trusted as its gateway saw it; an anonymous one is refused when this node has a secret
     // (a gateway started without one must not open a door this node keeps shut).
-    let user = match &request.verified {
-        Some(v) => &v.name,
+    let (user, user_id) = match &request.verified {
+        Some(v) => (&v.name, Some(v.id.as_ref())),
         None => {
             logic.auth().check_sender(None)?;
-            &request.user
+            (&request.user, None)
         }
     };
     let sub = Submission {
@@ -200,11 +217,12 @@ async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {
         color: request.color.as_deref(),
         mode: request.mode.as_deref(),
     };
-    let sender = request.verified.as_ref().map(|v| Sender {
-        user_id: &v.id,
-        moderator: v.admin,
-    });
-    logic.accept(&room, &sub, sender).await
+    let author = Author {
+        user_id,
+        moderator: request.verified.as_ref().is_some_and(|v| v.admin),
+        ip: request.ip,
+    };
+    logic.accept(&room, &sub, author).await
 }
 
 #[cfg(test)]
@@ -224,6 +242,7 @@ mod tests {
                 name: "Ann".into(),
                 admin: true,
             }),
+            ip: Some("2001:db8::7".parse().unwrap()),
         };
         let bytes = serde_json::to_vec(&r).unwrap();
         let back: Request<'_> = serde_json::from_slice(&bytes).unwrap();
@@ -234,10 +253,11 @@ mod tests {
             back.verified.map(|v| (v.id, v.name, v.admin)),
             Some(("u7".into(), "Ann".into(), true))
         );
+        assert_eq!(back.ip, "2001:db8::7".parse().ok());
         // A request from a gateway that predates identities still reads, as an anonymous one.
         let old: Request<'_> =
             serde_json::from_str(r#"{"room":"r","user":"u","text":"t"}"#).unwrap();
-        assert!(old.verified.is_none());
+        assert!(old.verified.is_none() && old.ip.is_none());
         // One from a gateway that predates moderators: not an admin.
         let old: Request<'_> = serde_json::from_str(
             r#"{"room":"r","user":"u","text":"t","verified":{"id":"u1","name":"A"}}"#,
@@ -249,13 +269,29 @@ mod tests {
         let err = serde_json::to_vec(&Reply::Error {
             code: "text_too_long",
             message: "too long".into(),
+            retry_after_ms: None,
         })
         .unwrap();
         match serde_json::from_slice::<Reply<'_>>(&err).unwrap() {
-            Reply::Error { code, .. } => {
-                assert_eq!(ErrorCode::parse(code), Some(ErrorCode::TextTooLong))
+            Reply::Error {
+                code,
+                retry_after_ms,
+                ..
+            } => {
+                assert_eq!(ErrorCode::parse(code), Some(ErrorCode::TextTooLong));
+                assert_eq!(retry_after_ms, None);
             }
             Reply::Id(_) => panic!("an error reply read as an id"),
         }
+        let slow = serde_json::to_string(&Reply::Error {
+            code: "rate_limited",
+            message: "slow down".into(),
+            retry_after_ms: Some(1500),
+        })
+        .unwrap();
+        assert_eq!(
+            slow,
+            r#"{"error":{"code":"rate_limited","message":"slow down","retry_after_ms":1500}}"#
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::time::Duration;
 
 /// A machine-readable reason a request was refused. The string forms are part of protocol v1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,10 +31,11 @@ pub enum ErrorCode {
     Forbidden,
     Muted,
     Banned,
+    RateLimited,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidUtf8,
@@ -58,6 +60,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::Muted,
         ErrorCode::Banned,
+        ErrorCode::RateLimited,
     ];
 
     /// The code with this string form.
@@ -91,6 +94,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::Muted => "muted",
             ErrorCode::Banned => "banned",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 
@@ -107,6 +111,7 @@ impl ErrorCode {
             | ErrorCode::Forbidden
             | ErrorCode::Muted
             | ErrorCode::Banned => 403,
+            ErrorCode::RateLimited => 429,
             _ => 400,
         }
     }
@@ -123,6 +128,8 @@ impl fmt::Display for ErrorCode {
 pub struct Rejection {
     pub code: ErrorCode,
     pub message: Cow<'static, str>,
+    /// How long the sender should wait before trying again, when waiting is what helps (a rate limit).
+    pub retry_after: Option<Duration>,
 }
 
 impl Rejection {
@@ -130,7 +137,27 @@ impl Rejection {
         Rejection {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The retry hint in whole milliseconds, rounded up and never 0: a client that waits that long finds room.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after.map(|d| {
+            u64::try_from(d.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(u64::MAX)
+                .max(1)
+        })
+    }
+
+    /// The retry hint in whole seconds, rounded up and never 0, as HTTP's `Retry-After` takes it.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_ms().map(|ms| ms.div_ceil(1000))
     }
 }
 
@@ -152,5 +179,22 @@ mod tests {
             assert_eq!(ErrorCode::parse(code.as_str()), Some(code));
         }
         assert_eq!(ErrorCode::parse("nope"), None);
+    }
+
+    #[test]
+    fn retry_hints_round_up_and_are_never_zero() {
+        let hint = |d| Rejection::new(ErrorCode::RateLimited, "slow down").with_retry_after(d);
+        let ms = |d| hint(d).retry_after_ms();
+        let secs = |d| hint(d).retry_after_secs();
+        assert_eq!(ms(Duration::ZERO), Some(1));
+        assert_eq!(ms(Duration::from_micros(1500)), Some(2));
+        assert_eq!(ms(Duration::from_millis(2000)), Some(2000));
+        assert_eq!(secs(Duration::from_millis(1)), Some(1));
+        assert_eq!(secs(Duration::from_millis(1001)), Some(2));
+        assert_eq!(secs(Duration::from_secs(3600)), Some(3600));
+        assert_eq!(
+            Rejection::new(ErrorCode::BadJson, "x").retry_after_ms(),
+            None
+        );
     }
 }

@@ -109,6 +109,9 @@ pub enum ServerMsg<'a> {
         nonce: Option<&'a str>,
         code: &'static str,
         message: &'a str,
+        /// Only on `rate_limited`: milliseconds to wait before sending again.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     Pong,
     /// An admin deleted these comments: clients remove them wherever they are shown or queued.
@@ -135,6 +138,7 @@ impl ServerMsg<'_> {
             nonce,
             code: rejection.code.as_str(),
             message: &rejection.message,
+            retry_after_ms: rejection.retry_after_ms(),
         }
         .frame()
     }
@@ -263,6 +267,18 @@ mod tests {
         assert_eq!(
             payload(&ack.frame()),
             serde_json::json!({"type":"ack","id":3})
+        );
+        let slow = Rejection::new(ErrorCode::RateLimited, "slow down")
+            .with_retry_after(std::time::Duration::from_millis(1200));
+        assert_eq!(
+            payload(&ServerMsg::error(Some("n1"), &slow)),
+            serde_json::json!({"type":"error","nonce":"n1","code":"rate_limited","message":"slow down","retry_after_ms":1200})
+        );
+        let bad = Rejection::new(ErrorCode::BadJson, "no");
+        assert_eq!(
+            payload(&ServerMsg::error(None, &bad)),
+            serde_json::json!({"type":"error","code":"bad_json","message":"no"}),
+            "no hint where waiting does not help"
         );
     }
 

@@ -12,6 +12,7 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
+    pub const POLICY_VIOLATION: u16 = 1008;
     pub const HEARTBEAT_TIMEOUT: u16 = 4000;
     /// The viewer's user was banned from the room (or everywhere) by an admin.
     pub const BANNED: u16 = 4003;

@@ -48,6 +48,14 @@ fn describe() {
     describe_counter!("danmaku_comments_in_total", "Comments accepted.");
     describe_counter!("danmaku_rejected_total", "Comments refused, by error code.");
     describe_counter!(
+        "danmaku_rate_limited_total",
+        "Requests refused by a rate limit, by kind: comment_user, comment_ip, connections_ip, new_connections_ip."
+    );
+    describe_counter!(
+        "danmaku_flood_closes_total",
+        "Viewers closed (1008) for sending far past their rate limit."
+    );
+    describe_counter!(
         "danmaku_frames_out_total",
         "Frames handed to viewers (one per viewer per frame)."
     );

@@ -3,7 +3,8 @@
 //!
 //! The accept loop is our own (HTTP/1.1 only, through hyper) rather than `axum::serve`, so that an upgraded
 //! connection is a plain `TcpStream` the gateway can own, the request head has a deadline, and shutdown can stop
-//! accepting and then close every viewer with 1001.
+//! accepting and then close every viewer with 1001. Like `axum::serve` with connect info, it gives every request
+//! its peer's address (`ConnectInfo<SocketAddr>`), which the rate limits count by.
 
 pub mod cluster;
 pub mod metrics;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -234,6 +236,10 @@ async fn serve_http(
     stop: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let app = tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<_>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
     let service = TowerToHyperService::new(app);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

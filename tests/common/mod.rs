@@ -204,6 +204,18 @@ impl ServerBuilder {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(&self.args);
+        // Many connections from one address and fast sends are what most tests do: the rate limits are lifted
+        // unless the test sets one itself (by flag or environment; tests/rate_limits.rs does).
+        for (flag, env) in lifted_limits(self.subcommand) {
+            let given = self
+                .args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+                || self.envs.iter().any(|(k, _)| k == env);
+            if !given {
+                cmd.args([flag, "0"]);
+            }
+        }
         // The tests must not be influenced by the environment they run in.
         for (key, _) in std::env::vars_os() {
             if let Some(key) = key.to_str()
@@ -253,6 +265,25 @@ impl ServerBuilder {
             stderr: stderr_buf,
             stderr_task,
         }
+    }
+}
+
+/// The rate-limit flags (with their environment variables) the harness sets to 0 for SUBCOMMAND: the comment
+/// limits on the nodes that take comments, the connection limits on those that hold viewers.
+fn lifted_limits(subcommand: &str) -> Vec<(&'static str, &'static str)> {
+    const COMMENTS: [(&str, &str); 2] = [
+        ("--comment-rate-per-user", "DANMAKU_COMMENT_RATE_PER_USER"),
+        ("--comment-rate-per-ip", "DANMAKU_COMMENT_RATE_PER_IP"),
+    ];
+    const CONNECTIONS: [(&str, &str); 2] = [
+        ("--max-connections-per-ip", "DANMAKU_MAX_CONNECTIONS_PER_IP"),
+        ("--new-connections-per-ip", "DANMAKU_NEW_CONNECTIONS_PER_IP"),
+    ];
+    match subcommand {
+        "serve" => [COMMENTS, CONNECTIONS].concat(),
+        "logic" => COMMENTS.to_vec(),
+        "gateway" => CONNECTIONS.to_vec(),
+        _ => Vec::new(),
     }
 }
 
@@ -495,11 +526,7 @@ impl Api {
         )
         .await
         .unwrap_or_else(|e| panic!("WebSocket connect {url}: {e}"));
-        let hello = next_json(&mut ws, false).await;
-        assert_eq!(
-            hello["type"], "hello",
-            "first frame must be hello, got {hello}"
-        );
+        let hello = expect_hello(&mut ws).await;
         (ws, hello)
     }
 
@@ -1017,8 +1044,15 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Send a raw HTTP/1.1 request and read one response; returns (status, head, body).
 /// Handles Content-Length, chunked encoding and read-to-EOF bodies.
 pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let stream = within("TCP connect", TcpStream::connect(addr))
+        .await
+        .expect("TCP connect");
+    raw_http_over(stream, request).await
+}
+
+/// [`raw_http`] over a connection the caller opened (from a chosen source address, say).
+pub async fn raw_http_over(mut stream: TcpStream, request: &[u8]) -> (u16, String, Vec<u8>) {
     within("raw HTTP response", async {
-        let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
         stream.write_all(request).await.expect("write request");
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
@@ -1108,6 +1142,52 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>
     .await
 }
 
+/// A TCP connection to `addr` from source address `source`: on Linux any address of 127.0.0.0/8 is the loopback,
+/// so tests can play several clients' addresses.
+pub async fn tcp_connect_from(source: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("TCP socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .unwrap_or_else(|e| panic!("bind to source address {source}: {e}"));
+    within(format!("TCP connect from {source}"), socket.connect(addr))
+        .await
+        .unwrap_or_else(|e| panic!("TCP connect from {source}: {e}"))
+}
+
+/// [`Api::connect_query`] from source address `source`.
+pub async fn connect_from(api: &Api, source: std::net::IpAddr, query: &str) -> (Ws, Value) {
+    let stream = tcp_connect_from(source, api.addr).await;
+    let url = api.ws_url(query);
+    let (mut ws, _resp) = within(
+        format!("WebSocket connect {url} from {source}"),
+        tokio_tungstenite::client_async(url.as_str(), MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("WebSocket connect {url} from {source}: {e}"));
+    let hello = expect_hello(&mut ws).await;
+    (ws, hello)
+}
+
+/// The first frame of a viewer connection, asserted to be `hello`.
+async fn expect_hello(ws: &mut Ws) -> Value {
+    let hello = next_json(ws, false).await;
+    assert_eq!(
+        hello["type"], "hello",
+        "first frame must be hello, got {hello}"
+    );
+    hello
+}
+
+/// [`raw_upgrade`] from source address `source`.
+pub async fn raw_upgrade_from(
+    addr: SocketAddr,
+    source: std::net::IpAddr,
+    query: &str,
+) -> (u16, String, Vec<u8>) {
+    let req = upgrade_request(addr, query, "");
+    raw_http_over(tcp_connect_from(source, addr).await, req.as_bytes()).await
+}
+
 /// Send a WebSocket upgrade request for `/ws?QUERY` by hand and return the HTTP answer.
 pub async fn raw_upgrade(addr: SocketAddr, query: &str) -> (u16, String, Vec<u8>) {
     raw_upgrade_with(addr, query, "").await
@@ -1119,9 +1199,12 @@ pub async fn raw_upgrade_with(
     query: &str,
     headers: &str,
 ) -> (u16, String, Vec<u8>) {
-    let req = format!(
+    raw_http(addr, upgrade_request(addr, query, headers).as_bytes()).await
+}
+
+fn upgrade_request(addr: SocketAddr, query: &str, headers: &str) -> String {
+    format!(
         "GET /ws?{query} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
-    );
-    raw_http(addr, req.as_bytes()).await
+    )
 }

@@ -372,6 +372,7 @@ const friendly = {
   closed: 'The connection is closed.',
   message_too_large: 'That message is too large.',
   unavailable: 'The server is full; try again later.',
+  rate_limited: 'You are sending too fast.',
 };
 
 function sendStatus(text, kind = '') {
@@ -393,7 +394,8 @@ $('send-form').addEventListener('submit', async (e) => {
     delete $('send-status').dataset.code;
   } catch (err) {
     const code = err instanceof DanmakuError ? err.code : 'error';
-    sendStatus(friendly[code] ?? `Refused: ${code}${err?.message ? ` (${err.message})` : ''}`, 'error');
+    const wait = err?.retryAfterMs ? ` Wait ${Math.ceil(err.retryAfterMs / 1000)} s.` : '';
+    sendStatus((friendly[code] ?? `Refused: ${code}${err?.message ? ` (${err.message})` : ''}`) + wait, 'error');
     $('send-status').dataset.code = code;
   } finally {
     button.disabled = false;

@@ -57,12 +57,26 @@ export function serverBinary() {
 }
 
 /**
- * Starts `danmaku serve --listen 127.0.0.1:PORT` (port 0: any free port) and resolves once it printed
- * `listening on ADDR`. Returns {addr, port, url, proc, stop(), kill(), stderr()}.
+ * The rate limits a public server keeps, lifted: every page and client of these tests comes from 127.0.0.1, and
+ * the flood test sends 2000 comments/s. A test that passes one of these flags itself keeps its own value.
+ */
+const NO_LIMITS = {
+  '--comment-rate-per-user': '0',
+  '--comment-rate-per-ip': '0',
+  '--max-connections-per-ip': '0',
+  '--new-connections-per-ip': '0',
+};
+
+/**
+ * Starts `danmaku serve --listen 127.0.0.1:PORT` (port 0: any free port), rate limits lifted (see NO_LIMITS), and
+ * resolves once it printed `listening on ADDR`. Returns {addr, port, url, proc, stop(), kill(), stderr()}.
  */
 export function startServer({ port = 0, args = [], bin = serverBinary() } = {}) {
+  const lifted = Object.entries(NO_LIMITS)
+    .filter(([flag]) => !args.some((a) => a === flag || a.startsWith(`${flag}=`)))
+    .flat();
   return new Promise((resolve, reject) => {
-    const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, ...args], {
+    const proc = spawn(bin, ['serve', '--listen', `127.0.0.1:${port}`, ...lifted, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, DANMAKU_LOG: process.env.DANMAKU_LOG || 'warn' },
     });

@@ -97,7 +97,7 @@ export interface ClientEvents {
   state: { state: ClientState; prev: ClientState; attempt: number; code?: number; reason?: string; delayMs?: number };
   hello: Hello;
   gap: Gap;
-  error: { code: string; message: string; nonce?: string };
+  error: { code: string; message: string; nonce?: string; retryAfterMs?: number };
   reconnect: { attempt: number; delayMs: number; code: number; reason: string };
   close: { code: number; reason: string; wasClean: boolean };
   /** an admin deleted these comments: remove them wherever they are shown */
@@ -109,10 +109,12 @@ export interface ClientEvents {
 }
 
 export class DanmakuError extends Error {
-  constructor(code: string, message?: string, nonce?: string);
+  constructor(code: string, message?: string, nonce?: string, retryAfterMs?: number);
   /** a protocol error code, or `timeout`, `disconnected`, `not_connected`, `closed`, `bad_json` */
   code: string;
   nonce?: string;
+  /** on `rate_limited`: milliseconds to wait before sending again */
+  retryAfterMs?: number;
 }
 
 export class Emitter<E extends Record<string, any> = Record<string, any>> {

@@ -43,13 +43,15 @@ export const CLIENT_DEFAULTS = Object.freeze({
 });
 
 /** An error with a protocol `code` (docs/protocol.md#errors) or a client-side one: `timeout`, `disconnected`,
- * `not_connected`, `closed`. */
+ * `not_connected`, `closed`. A `rate_limited` refusal carries `retryAfterMs`: how long to wait before sending
+ * again. */
 export class DanmakuError extends Error {
-  constructor(code, message, nonce) {
+  constructor(code, message, nonce, retryAfterMs) {
     super(message || code);
     this.name = 'DanmakuError';
     this.code = code;
     if (nonce !== undefined) this.nonce = nonce;
+    if (retryAfterMs !== undefined) this.retryAfterMs = retryAfterMs;
   }
 }
 
@@ -346,8 +348,9 @@ export class DanmakuClient extends Emitter {
 
   /**
    * Posts a comment. Resolves with its id when the server acks it; rejects with a DanmakuError carrying the
-   * server's code, or `timeout` / `disconnected` / `not_connected` / `closed`. After `timeout` or
-   * `disconnected` the comment may still have been accepted (and will then arrive as a comment).
+   * server's code (and for `rate_limited`, `retryAfterMs`), or `timeout` / `disconnected` / `not_connected` /
+   * `closed`. After `timeout` or `disconnected` the comment may still have been accepted (and will then arrive as
+   * a comment).
    * @returns {Promise<number>}
    */
   send(comment, { timeoutMs = this.opts.sendTimeoutMs } = {}) {
@@ -544,7 +547,8 @@ export class DanmakuClient extends Emitter {
   }
 
   _onError(m) {
-    const err = new DanmakuError(String(m.code ?? 'unknown'), String(m.message ?? ''), m.nonce);
+    const retryAfterMs = Number.isFinite(m.retry_after_ms) && m.retry_after_ms > 0 ? m.retry_after_ms : undefined;
+    const err = new DanmakuError(String(m.code ?? 'unknown'), String(m.message ?? ''), m.nonce, retryAfterMs);
     let p = m.nonce !== undefined ? this._pending.get(m.nonce) : undefined;
     let nonce = m.nonce;
     // A refusal without a readable nonce (e.g. message_too_large is discarded unread) answers our oldest send:
@@ -558,7 +562,9 @@ export class DanmakuClient extends Emitter {
       this._clearTimeout(p.timer);
       p.reject(err);
     }
-    this.emit('error', { code: err.code, message: err.message, nonce: m.nonce });
+    const event = { code: err.code, message: err.message, nonce: m.nonce };
+    if (retryAfterMs !== undefined) event.retryAfterMs = retryAfterMs;
+    this.emit('error', event);
   }
 
   // Anything from the server proves the path: restart the idle timer, cancel a pong deadline.

@@ -298,6 +298,21 @@ test('send: ack resolves with the id, error rejects with the code, nonce matchin
   client.close();
 });
 
+test('send: a rate_limited refusal carries the retry hint, other refusals none', async () => {
+  const { client, events } = setup();
+  const ws = FakeWS.last;
+  ws.hello(0);
+  const slow = client.send({ text: 'too fast' });
+  ws.deliver({ type: 'error', nonce: ws.sent[0].nonce, code: 'rate_limited', message: 'slow down', retry_after_ms: 1500 });
+  await assert.rejects(slow, (e) => e instanceof DanmakuError && e.code === 'rate_limited' && e.retryAfterMs === 1500);
+  assert.equal(events.error.at(-1).retryAfterMs, 1500);
+  const bad = client.send({ text: 'x' });
+  ws.deliver({ type: 'error', nonce: ws.sent[1].nonce, code: 'blocked_text', message: 'no' });
+  await assert.rejects(bad, (e) => e.code === 'blocked_text' && !('retryAfterMs' in e));
+  assert.equal('retryAfterMs' in events.error.at(-1), false);
+  client.close();
+});
+
 test('send: local validation, not connected, timeout, disconnect', async () => {
   const { client, clock } = setup({ sendTimeoutMs: 5000 });
   await assert.rejects(client.send({ text: 'x' }), (e) => e.code === 'not_connected');
