@@ -5,13 +5,14 @@
 //! window, encode once, fan out) -> viewer. [`protocol`] is the wire contract every role shares; [`server`] wires
 //! the roles into processes (`serve`, and the cluster's `gateway` and `logic`); [`auth`] decides who may send
 //! (and watch) from signed tokens, for every role; [`web`] serves the browser client; [`bench`] is the load
-//! generator that measures them.
+//! generator that measures them; [`fuzz`] holds the fuzz targets' bodies.
 
 pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod fdlimit;
+pub mod fuzz;
 pub mod gateway;
 pub mod logic;
 pub mod protocol;
