@@ -172,11 +172,12 @@ async fn slowloris_handshakes_are_cut_while_a_viewer_gets_every_comment() {
         cuts >= SLOWLORIS,
         "every slow client was cut at least once ({cuts} cuts)"
     );
-    // Their sockets are gone from the server too: no descriptor is left behind by a cut handshake.
+    // Their sockets are gone from the server too: no descriptor is left behind by a cut handshake. (The slack is
+    // for the viewer and the HTTP client's pooled connections.)
     within(
         "the server's descriptors back to their count at start",
         async {
-            while open_fds(server.pid()) > fds_at_start + 16 {
+            while open_fds(server.pid()) > fds_at_start + 32 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         },
