@@ -6,13 +6,14 @@
 //! [`server`] wires the roles into processes (`serve`, and the cluster's `gateway` and `logic`); [`auth`] decides
 //! who may send (and watch) from signed tokens, for every role; [`limits`] holds the rate limits the logic (comments)
 //! and the gateway (connections) enforce; [`web`] serves the browser client; [`bench`] is the load generator that
-//! measures them.
+//! measures them; [`fuzz`] holds the fuzz targets' bodies.
 
 pub mod auth;
 pub mod bench;
 pub mod bus;
 pub mod config;
 pub mod fdlimit;
+pub mod fuzz;
 pub mod gateway;
 pub mod limits;
 pub mod logic;

@@ -1,6 +1,7 @@
 //! `danmaku bench` end to end: the real load generator against the real server, both as processes. A small run
 //! must account for every delivery exactly (so a loss the server caused would show), over HTTP and WebSocket
-//! sends, with its worker processes, and write the JSON report operators script against.
+//! sends, with its worker processes, against a server that checks tokens (`--token`), and write the JSON report
+//! operators script against.
 
 mod common;
 
@@ -8,9 +9,22 @@ use common::*;
 use serde_json::Value;
 
 fn bench(server: &Server, json: &std::path::Path, extra: &[&str]) -> Value {
+    let out = run_bench(server, json, extra);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("latency"), "a readable table: {table}");
+    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+}
+
+fn run_bench(server: &Server, json: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let url = format!("ws://{}", server.addr);
     let pid = server.pid().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_danmaku"))
+    std::process::Command::new(env!("CARGO_BIN_EXE_danmaku"))
         .args([
             "bench",
             "--url",
@@ -27,16 +41,7 @@ fn bench(server: &Server, json: &std::path::Path, extra: &[&str]) -> Value {
         .arg(json)
         .args(extra)
         .output()
-        .expect("run danmaku bench");
-    assert!(
-        out.status.success(),
-        "bench failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("latency"), "a readable table: {table}");
-    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+        .expect("run danmaku bench")
 }
 
 fn assert_exact(report: &Value, viewers: u64, what: &str) {
@@ -67,6 +72,71 @@ async fn bench_accounts_for_every_delivery_over_http_and_ws() {
     let ws = bench(&server, &dir.join("ws.json"), &["--send-via", "ws"]);
     assert_exact(&ws, 60, "ws sends");
     server.assert_healthy().await;
+}
+
+/// A server with `--auth-secret` and `--require-viewer-token`: with `--token` the bench loses nothing (viewers and
+/// WebSocket senders give it as `?token=`, HTTP senders as `Authorization: Bearer`, and the comments carry its
+/// name); without one it fails, saying that the server refused it as unauthorized and what to pass. Time: ~10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_a_token_against_a_server_that_checks_tokens() {
+    const SECRET: &str = "bench-tool-secret-of-at-least-32-bytes";
+    let server = Server::start(&[
+        "--batch-ms",
+        "50",
+        "--auth-secret",
+        SECRET,
+        "--require-viewer-token",
+    ])
+    .await;
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_danmaku"))
+        .args(["token", "--user", "b1", "--name", "benchbot", "--ttl", "1h"])
+        .args(["--auth-secret", SECRET])
+        .output()
+        .expect("run danmaku token");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let dir = temp_path("bench-token");
+    std::fs::create_dir_all(&dir).unwrap();
+    for via in ["http", "ws"] {
+        let report = bench(
+            &server,
+            &dir.join(format!("{via}.json")),
+            &["--send-via", via, "--token", &token],
+        );
+        assert_exact(&report, 60, &format!("{via} sends with a token"));
+    }
+    let sent = server.history("bench0", "limit=1").await;
+    assert_eq!(
+        sent[0]["user"], "benchbot",
+        "sent under the token's name: {sent:?}"
+    );
+
+    let out = run_bench(&server, &dir.join("none.json"), &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a bench refused by the server fails: {stderr}"
+    );
+    let why = stderr
+        .lines()
+        .find(|l| l.contains("unauthorized"))
+        .unwrap_or_else(|| panic!("no word of the refusal on stderr: {stderr}"));
+    assert!(why.contains("--token"), "says what to pass: {why}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("none.json")).unwrap()).unwrap();
+    assert_eq!(report["connections"]["opened"], 0, "{report}");
+    assert!(
+        report["connections"]["connect_errors"]["http 401 unauthorized"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert!(
+        report["comments"]["errors"]["http 401 unauthorized"].as_u64() > Some(0),
+        "{report}"
+    );
 }
 
 /// `--protocol plain` drives a peer server (here the raw writer of `bench/peers/raw`, which `scripts/test` builds):

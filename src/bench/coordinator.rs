@@ -129,6 +129,13 @@ pub fn validate(a: &BenchArgs) -> Result<(), String> {
     if a.rooms == 0 {
         return Err("--rooms must be at least 1".into());
     }
+    // It goes into an HTTP header line as is.
+    if a.token
+        .as_ref()
+        .is_some_and(|t| t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err("--token must be printable ASCII without spaces".into());
+    }
     if !(a.rate.is_finite() && a.rate >= 0.0) {
         return Err("--rate must be a number of comments a second (0: idle viewers only)".into());
     }
@@ -216,6 +223,10 @@ pub fn main(args: BenchArgs) -> ExitCode {
                     eprintln!("danmaku bench: cannot write {}: {e}", path.display());
                     return ExitCode::FAILURE;
                 }
+            }
+            if let Some(why) = report.auth_refusal() {
+                eprintln!("danmaku bench: {why}");
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
@@ -453,6 +464,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         room_prefix: a.room_prefix.clone(),
         rate: a.rate,
         http_conns: sender_conns(a),
+        token: a.token.clone(),
     };
     let mut sender = Sender::connect(cfg).await?;
     let counters = sender.counters();
@@ -796,6 +808,7 @@ impl Fleet {
                 connect_concurrency: a.connect_concurrency,
                 connect_timeout_ms: (a.connect_timeout * 1000.0) as u64,
                 connect_attempts: a.connect_attempts,
+                token: a.token.clone(),
             };
             let mut child = tokio::process::Command::new(&exe)
                 .arg(WORKER_SUBCOMMAND)

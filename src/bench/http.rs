@@ -16,6 +16,8 @@ const MAX_RESPONSE: usize = 1 << 20;
 pub struct HttpConn {
     stream: TcpStream,
     host: String,
+    /// `--token`, sent as `Authorization: Bearer` with every request.
+    bearer: Option<String>,
     buf: Vec<u8>,
     /// The server said `Connection: close`: the next request needs a new connection.
     closed: bool,
@@ -35,9 +37,16 @@ impl HttpConn {
         Ok(HttpConn {
             stream,
             host: host.to_owned(),
+            bearer: None,
             buf: Vec::with_capacity(1024),
             closed: false,
         })
+    }
+
+    /// Sends `Authorization: Bearer TOKEN` with every request (none when `None`).
+    pub fn with_bearer(mut self, token: Option<&str>) -> HttpConn {
+        self.bearer = token.map(str::to_owned);
+        self
     }
 
     pub fn is_closed(&self) -> bool {
@@ -57,7 +66,7 @@ impl HttpConn {
                 "server closed the connection",
             ));
         }
-        let req = request_bytes(method, path, &self.host, body);
+        let req = request_bytes(method, path, &self.host, self.bearer.as_deref(), body);
         self.stream.write_all(&req).await?;
         self.buf.clear();
         loop {
@@ -90,9 +99,18 @@ fn invalid(msg: &'static str) -> io::Error {
 }
 
 /// A request with a JSON body (when given) on a kept-alive connection.
-pub fn request_bytes(method: &str, path: &str, host: &str, body: Option<&[u8]>) -> Vec<u8> {
+pub fn request_bytes(
+    method: &str,
+    path: &str,
+    host: &str,
+    bearer: Option<&str>,
+    body: Option<&[u8]>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + body.map_or(0, <[u8]>::len));
     out.extend_from_slice(format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n").as_bytes());
+    if let Some(token) = bearer {
+        out.extend_from_slice(format!("Authorization: Bearer {token}\r\n").as_bytes());
+    }
     if let Some(b) = body {
         out.extend_from_slice(b"Content-Type: application/json\r\n");
         out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", b.len()).as_bytes());
@@ -212,15 +230,19 @@ mod tests {
 
     #[test]
     fn builds_requests() {
-        let r = request_bytes("POST", "/api/rooms/a/danmaku", "h:1", Some(b"{}"));
+        let r = request_bytes("POST", "/api/rooms/a/danmaku", "h:1", None, Some(b"{}"));
         assert_eq!(
             r,
             b"POST /api/rooms/a/danmaku HTTP/1.1\r\nHost: h:1\r\nContent-Type: application/json\r\n\
               Content-Length: 2\r\n\r\n{}"
         );
         assert_eq!(
-            request_bytes("GET", "/x", "h", None),
+            request_bytes("GET", "/x", "h", None, None),
             b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        assert_eq!(
+            request_bytes("GET", "/x", "h", Some("t.k"), None),
+            b"GET /x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t.k\r\n\r\n"
         );
     }
 

@@ -39,6 +39,9 @@ pub struct WorkerSpec {
     pub connect_concurrency: usize,
     pub connect_timeout_ms: u64,
     pub connect_attempts: u32,
+    /// `--token`, given by viewers as `?token=` (on stdin, not in the worker's arguments).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Coordinator to worker, after the spec.

@@ -148,6 +148,29 @@ pub struct BenchArgs {
     /// Viewers per loopback source address (127.0.0.2, 127.0.0.3, ...).
     #[arg(long, default_value_t = plan::DEFAULT_CONNS_PER_SOURCE)]
     pub per_source_addr: usize,
+
+    /// A token the server accepts (`danmaku token`), for a server started with --auth-secret: viewers and
+    /// WebSocket senders give it as ?token=, HTTP senders as Authorization: Bearer. Every comment is then sent
+    /// under its name. The environment keeps it out of the process list.
+    #[arg(long, env = "DANMAKU_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// `&token=TOKEN` for a query string, or nothing without a token. Tokens are URL-safe base64 and dots; anything
+/// else is escaped so that a pasted token cannot change the query.
+pub fn token_query(token: Option<&str>) -> String {
+    let Some(token) = token else {
+        return String::new();
+    };
+    let mut out = String::from("&token=");
+    for b in token.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The hidden `bench-worker` subcommand: its spec comes on stdin.

@@ -29,6 +29,27 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+impl Report {
+    /// One sentence when a server that checks tokens refused this run's viewers or comments (no `--token`, or one
+    /// it does not accept): the numbers measured nothing then, and a table of error counts would bury why.
+    pub fn auth_refusal(&self) -> Option<String> {
+        let refused = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .filter(|(k, _)| k.contains("unauthorized"))
+                .map(|(_, v)| v)
+                .sum::<u64>()
+        };
+        let viewers = refused(&self.connections.connect_errors);
+        let comments = refused(&self.comments.errors);
+        (viewers + comments > 0).then(|| {
+            format!(
+                "the server refused {viewers} viewer connection attempt(s) and {comments} comment(s) as \
+                 unauthorized: it checks tokens (--auth-secret); pass --token with one it accepts (`danmaku token`)"
+            )
+        })
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Setup {
     pub url: String,

@@ -44,6 +44,8 @@ pub struct SendConfig {
     pub room_prefix: String,
     pub rate: f64,
     pub http_conns: usize,
+    /// `--token`: `Authorization: Bearer` on posts, `?token=` on sender WebSockets.
+    pub token: Option<String>,
 }
 
 /// Live counters, read by the progress display.
@@ -146,9 +148,10 @@ impl Sender {
         if uses_ws(cfg) {
             for room in 0..cfg.rooms {
                 let name = plan::room_name(&cfg.room_prefix, room);
+                let token = super::token_query(cfg.token.as_deref());
                 let path = match cfg.protocol {
-                    Protocol::V1 => format!("{}?room={name}&user=bench", cfg.ws_path),
-                    Protocol::Plain => format!("{}?room={name}", cfg.ws_path),
+                    Protocol::V1 => format!("{}?room={name}&user=bench{token}", cfg.ws_path),
+                    Protocol::Plain => format!("{}?room={name}{token}", cfg.ws_path),
                 };
                 let (stream, early) = ws_connect(cfg.ws_target, &cfg.ws_host, &path, room as u64)
                     .await
@@ -354,17 +357,12 @@ async fn http_lane(common: Arc<Common>, mut conn: HttpConn, s: Schedule) -> Opti
         let room = (k % rooms) as usize;
         k += s.step;
         if broken || conn.is_closed() {
-            match tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                HttpConn::connect(cfg.api_target, &cfg.api_host),
-            )
-            .await
-            {
-                Ok(Ok(c)) => {
+            match http_connect(cfg).await {
+                Ok(c) => {
                     conn = c;
                     broken = false;
                 }
-                _ => {
+                Err(_) => {
                     common.counters.sent.fetch_add(1, Ordering::Relaxed);
                     common.error("http connect");
                     continue;
@@ -384,7 +382,7 @@ async fn http_lane(common: Arc<Common>, mut conn: HttpConn, s: Schedule) -> Opti
         .await
         {
             Ok(Ok(r)) if r.status == 200 => common.accepted(room, http::json_u64(&r.body, "id")),
-            Ok(Ok(r)) => common.error(format!("http {}", r.status)),
+            Ok(Ok(r)) => common.error(wire::refusal(r.status)),
             Ok(Err(e)) => {
                 broken = true;
                 common.error(format!("http io: {}", e.kind()));
@@ -405,7 +403,7 @@ async fn http_connect(cfg: &SendConfig) -> Result<HttpConn, String> {
     )
     .await
     {
-        Ok(Ok(c)) => Ok(c),
+        Ok(Ok(c)) => Ok(c.with_bearer(cfg.token.as_deref())),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timeout".into()),
     }
@@ -502,6 +500,15 @@ async fn read_acks(
     }
 }
 
+/// What to do about a refusal the bench can fix itself.
+pub fn token_hint(status: u16) -> &'static str {
+    if status == 401 {
+        " (the server checks tokens: pass --token, see `danmaku token`)"
+    } else {
+        ""
+    }
+}
+
 fn ack_id(payload: &[u8]) -> Option<u64> {
     let mut id = None;
     scan::for_each_comment(payload, |f| id = Some(f.id));
@@ -546,7 +553,11 @@ pub async fn ws_connect(
                 Ok(Some(at)) => return Ok((stream, buf.split_off(at))),
                 Ok(None) => {}
                 Err(HandshakeError::Status(s)) => {
-                    return Err(format!("upgrade refused with HTTP {s}"));
+                    return Err(format!(
+                        "upgrade refused: {}{}",
+                        wire::refusal(s),
+                        token_hint(s)
+                    ));
                 }
                 Err(e) => return Err(format!("bad upgrade answer: {e:?}")),
             }

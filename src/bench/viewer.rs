@@ -180,7 +180,12 @@ async fn attempt_once(
         .map_err(|e| io_err("connect", e))?;
     let room = plan::room_name(&spec.room_prefix, conn.room);
     let key = wire::client_key(global as u64, shared.salt);
-    let req = wire::upgrade_request(&spec.host, &format!("{}?room={room}", spec.path), &key);
+    let path = format!(
+        "{}?room={room}{}",
+        spec.path,
+        super::token_query(spec.token.as_deref())
+    );
+    let req = wire::upgrade_request(&spec.host, &path, &key);
     stream
         .write_all(&req)
         .await
@@ -197,7 +202,7 @@ async fn attempt_once(
         match wire::check_upgrade(&head, &key) {
             Ok(Some(at)) => break at,
             Ok(None) => {}
-            Err(HandshakeError::Status(s)) => return Err(format!("http {s}")),
+            Err(HandshakeError::Status(s)) => return Err(wire::refusal(s)),
             Err(HandshakeError::Malformed) => return Err("bad upgrade answer".into()),
             Err(HandshakeError::TooLong) => return Err("upgrade answer too long".into()),
         }
@@ -575,6 +580,7 @@ mod tests {
             connect_concurrency: 1,
             connect_timeout_ms: 1,
             connect_attempts: 1,
+            token: None,
         })
     }
 

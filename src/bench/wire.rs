@@ -47,6 +47,16 @@ pub fn upgrade_request(host: &str, path_query: &str, key: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// How a refused upgrade or request is counted in the report: the status, with the protocol's code for the
+/// refusals a bench meets when it is set up wrong for the server (no token, a full server).
+pub fn refusal(status: u16) -> String {
+    match status {
+        401 => "http 401 unauthorized".into(),
+        503 => "http 503 unavailable".into(),
+        s => format!("http {s}"),
+    }
+}
+
 /// Why an upgrade failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HandshakeError {

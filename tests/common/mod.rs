@@ -948,6 +948,11 @@ impl RawWs {
         }
     }
 
+    /// The socket and the bytes read past the last whole frame, for a test that splits reading from writing.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
+
     /// Skip frames until a Close frame; panics on end of stream.
     pub async fn read_until_close(&mut self) -> RawFrame {
         loop {
@@ -983,7 +988,8 @@ pub fn encode_frame(fin: bool, opcode: u8, payload: &[u8], mask: Option<[u8; 4]>
     f
 }
 
-fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+/// The first whole frame of `buf` and the bytes it took; `None` while incomplete.
+pub fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     if buf.len() < 2 {
         return None;
     }

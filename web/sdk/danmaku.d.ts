@@ -40,6 +40,11 @@ export interface ClientOptions {
   user?: string | null;
   /** start after this id (e.g. restored from a previous page) instead of live only */
   since?: number | null;
+  /**
+   * a token the server accepts (docs/protocol.md, Identity), sent URL-encoded as `?token=`; a function is called
+   * at each connection, so that a reconnect can carry a fresh one
+   */
+  token?: string | (() => string) | null;
   backoffBaseMs?: number;
   backoffMaxMs?: number;
   /** 0..1, the random fraction of each reconnect delay */
@@ -151,7 +156,7 @@ export class DanmakuClient extends Emitter<ClientEvents> {
 }
 
 export const CLIENT_DEFAULTS: Readonly<Required<Omit<ClientOptions,
-  'url' | 'room' | 'user' | 'since' | 'WebSocket' | 'setTimeout' | 'clearTimeout' | 'now' | 'random'>>>;
+  'url' | 'room' | 'user' | 'since' | 'token' | 'WebSocket' | 'setTimeout' | 'clearTimeout' | 'now' | 'random'>>>;
 
 /** Delay in [cap * (1 - jitter), cap], cap = min(maxMs, baseMs * 2^attempt). */
 export function backoffDelay(
@@ -163,7 +168,10 @@ export function backoffDelay(
 export function validateRoom(room: string): string;
 export function validateUser(user: string): string;
 export function validateComment(input: SendInput, options?: { maxChars?: number }): SendInput;
-export function buildUrl(url: string, params: { room: string; user?: string | null; since?: number | null }): string;
+export function buildUrl(
+  url: string,
+  params: { room: string; user?: string | null; since?: number | null; token?: string | null },
+): string;
 export function wsUrlFromLocation(loc?: { protocol: string; host: string }): string;
 
 export class Cursor {

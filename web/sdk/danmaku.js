@@ -109,9 +109,10 @@ export function validateComment({ text, color, mode } = {}, { maxChars = 100 } =
 
 /**
  * The viewer endpoint for `url`, which may be a base (`ws://host:8080`, `https://host`) or the endpoint itself
- * (`wss://host/ws`). http(s) becomes ws(s); a bare path `/` becomes `/ws`.
+ * (`wss://host/ws`). http(s) becomes ws(s); a bare path `/` becomes `/ws`. A `token` goes in the query because a
+ * browser cannot set headers on a WebSocket.
  */
-export function buildUrl(url, { room, user, since } = {}) {
+export function buildUrl(url, { room, user, since, token } = {}) {
   const u = new URL(url, globalThis.location?.href);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   else if (u.protocol === 'https:') u.protocol = 'wss:';
@@ -121,6 +122,7 @@ export function buildUrl(url, { room, user, since } = {}) {
   u.searchParams.set('room', room);
   if (user !== undefined && user !== null) u.searchParams.set('user', user);
   if (since !== undefined && since !== null) u.searchParams.set('since', String(since));
+  if (token !== undefined && token !== null && token !== '') u.searchParams.set('token', String(token));
   return u.toString();
 }
 
@@ -270,7 +272,8 @@ function remember(set, id, max) {
 }
 
 /**
- * A viewer connection to one room.
+ * A viewer connection to one room. Options: `url`, `room`, `user`, `since`, `token` (a string, or a function
+ * called at each connection, sent as `?token=` on servers that check tokens), and the timings of CLIENT_DEFAULTS.
  *
  * Events (`client.on(type, fn)`): `comment` (COMMENT, one per comment, id order), `batch` (COMMENT[] after
  * dedup), `online` (number), `state` ({state, prev, attempt, code?, reason?, delayMs?}), `hello` (the frame),
@@ -290,6 +293,12 @@ export class DanmakuClient extends Emitter {
     this.room = validateRoom(o.room);
     this.user = o.user === undefined || o.user === null ? null : validateUser(o.user);
     this.url = o.url ?? wsUrlFromLocation();
+    // A function is asked again at every connection, so that a reconnect can carry a fresh token: the server
+    // checks it at the upgrade and refuses sends once it has expired.
+    if (o.token !== undefined && o.token !== null && typeof o.token !== 'string' && typeof o.token !== 'function') {
+      throw new TypeError('DanmakuClient: token must be a string or a function returning one');
+    }
+    this._token = o.token ?? null;
     this._WS = o.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WS !== 'function') throw new TypeError('DanmakuClient: no WebSocket constructor available');
     this._setTimeout = o.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
@@ -413,9 +422,10 @@ export class DanmakuClient extends Emitter {
   }
 
   _open() {
-    const url = buildUrl(this.url, { room: this.room, user: this.user, since: this.cursor.since() });
     let ws;
     try {
+      const token = typeof this._token === 'function' ? this._token() : this._token;
+      const url = buildUrl(this.url, { room: this.room, user: this.user, since: this.cursor.since(), token });
       ws = new this._WS(url);
     } catch (e) {
       this.emit('error', { code: 'connect_failed', message: String(e?.message ?? e) });

@@ -156,6 +156,9 @@ test('urls: base, endpoint, http(s), since and user', () => {
   assert.equal(buildUrl('ws://h:1', { room: 'r1' }), 'ws://h:1/ws?room=r1');
   assert.equal(buildUrl('https://h/', { room: 'a.b', user: 'å b', since: 7 }), 'wss://h/ws?room=a.b&user=%C3%A5+b&since=7');
   assert.equal(buildUrl('ws://h/custom/ws?x=1', { room: 'r', since: 0 }), 'ws://h/custom/ws?room=r&since=0');
+  assert.equal(buildUrl('ws://h', { room: 'r', token: 'a.b-c_d' }), 'ws://h/ws?room=r&token=a.b-c_d');
+  assert.equal(buildUrl('ws://h', { room: 'r', token: 'x y+z/=&since=9' }), 'ws://h/ws?room=r&token=x+y%2Bz%2F%3D%26since%3D9');
+  assert.equal(buildUrl('ws://h', { room: 'r', token: '' }), 'ws://h/ws?room=r');
   assert.equal(wsUrlFromLocation({ protocol: 'https:', host: 'x.test:8443' }), 'wss://x.test:8443/ws');
   assert.equal(wsUrlFromLocation({ protocol: 'http:', host: '127.0.0.1:8080' }), 'ws://127.0.0.1:8080/ws');
   assert.throws(() => validateRoom('bad room'), (e) => e.code === 'invalid_room');
@@ -209,6 +212,31 @@ test('recovery: reconnect after 1001 with since=<last id>, no loss and no repeat
   assert.equal(events.gap.length, 0);
   assert.equal(client.lastId, 16);
   client.close();
+});
+
+test('token: sent URL-encoded as ?token= on every connection; a function is asked again for each', () => {
+  const plain = setup({ token: 'eyJ.a+b/c=' });
+  assert.equal(FakeWS.last.params.get('token'), 'eyJ.a+b/c=', 'decodes back to the token itself');
+  assert.match(FakeWS.last.url, /[?&]token=eyJ\.a%2Bb%2Fc%3D(&|$)/);
+  FakeWS.last.hello(0);
+  FakeWS.last.serverClose(1001);
+  plain.clock.advance(plain.events.reconnect.at(-1).delayMs);
+  assert.equal(FakeWS.all.length, 2);
+  assert.equal(FakeWS.last.params.get('token'), 'eyJ.a+b/c=', 'the reconnect carries it too');
+  plain.client.close();
+
+  let n = 0;
+  const fresh = setup({ token: () => `t${++n}` });
+  assert.equal(FakeWS.last.params.get('token'), 't1');
+  FakeWS.last.hello(0);
+  FakeWS.last.serverClose(1006);
+  fresh.clock.advance(fresh.events.reconnect.at(-1).delayMs);
+  assert.equal(FakeWS.last.params.get('token'), 't2', 'a fresh token for the new connection');
+  fresh.client.close();
+
+  setup().client.close();
+  assert.equal(FakeWS.last.params.has('token'), false, 'no token: none sent');
+  assert.throws(() => setup({ token: 42 }), TypeError);
 });
 
 test('recovery: 4008, 4000, 1002 and 1006 all reconnect; backoff grows while connections fail', () => {
