@@ -229,6 +229,11 @@ pub struct LogicArgs {
     #[arg(long, env = "DANMAKU_MAX_MESSAGE_BYTES", default_value_t = 4096)]
     pub max_message_bytes: usize,
 
+    /// Seconds a request has to send its whole body once its head arrived; a body trickled slower is answered
+    /// 408 and its connection closed.
+    #[arg(long, env = "DANMAKU_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    pub body_timeout_secs: u64,
+
     /// File of words and phrases comments may not carry, one per line (`#` starts a comment line; matched without
     /// regard to ASCII case). Reloaded on SIGHUP.
     #[arg(long, env = "DANMAKU_BLOCKED_WORDS")]

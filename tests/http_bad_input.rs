@@ -271,3 +271,29 @@ async fn room_count_is_bounded() {
     assert_eq!(kept.len(), 1, "the watched room keeps its history");
     server.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn a_body_trickled_past_the_timeout_is_408_and_the_connection_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&["--body-timeout-secs", "1"]).await;
+    let mut slow = within("connect", tokio::net::TcpStream::connect(server.addr))
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /api/rooms/{ROOM}/danmaku HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{\"text\":"
+    );
+    slow.write_all(head.as_bytes()).await.expect("write head");
+    // The rest of the body never comes; the server answers and closes (read to its end of stream).
+    let mut answer = Vec::new();
+    within(
+        "the server's answer and close",
+        slow.read_to_end(&mut answer),
+    )
+    .await
+    .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"request_timeout\""), "{answer}");
+    assert_nothing_stored(&server).await;
+}

@@ -91,7 +91,7 @@ async fn impose(State(logic): State<Arc<Logic>>, headers: HeaderMap, body: Body)
         return r;
     }
     let shape = r#"{"kind":"mute"|"ban","user","room"?,"ttl_secs"?}"#;
-    let req: Impose = match json_body(body, logic.args().max_message_bytes, shape).await {
+    let req: Impose = match json_body(logic.args(), body, shape).await {
         Ok(b) => b,
         Err(r) => return reject(&r),
     };
@@ -179,11 +179,10 @@ async fn delete(
         Ok(r) => r,
         Err(r) => return reject(&r),
     };
-    let req: Delete =
-        match json_body(body, logic.args().max_message_bytes, r#"{"ids":[...]}"#).await {
-            Ok(b) => b,
-            Err(r) => return reject(&r),
-        };
+    let req: Delete = match json_body(logic.args(), body, r#"{"ids":[...]}"#).await {
+        Ok(b) => b,
+        Err(r) => return reject(&r),
+    };
     if req.ids.is_empty() || req.ids.len() > MAX_DELETE_IDS {
         return reject(&Rejection::new(
             ErrorCode::BadJson,
@@ -208,7 +207,7 @@ async fn notice(State(logic): State<Arc<Logic>>, headers: HeaderMap, body: Body)
         return r;
     }
     let shape = r#"{"room"?,"text"}"#;
-    let req: Notice = match json_body(body, logic.args().max_message_bytes, shape).await {
+    let req: Notice = match json_body(logic.args(), body, shape).await {
         Ok(b) => b,
         Err(r) => return reject(&r),
     };

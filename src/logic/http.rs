@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -17,6 +18,7 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 
 use super::{Author, Logic};
+use crate::config::LogicArgs;
 use crate::protocol::comment::Submission;
 use crate::protocol::messages::msgs_body;
 use crate::protocol::{ErrorCode, Rejection, RoomId};
@@ -40,6 +42,10 @@ pub fn reject(r: &Rejection) -> Response {
     }
     let mut res = (status, axum::Json(serde_json::json!({ "error": error }))).into_response();
     let headers = res.headers_mut();
+    if r.code == ErrorCode::RequestTimeout {
+        // What is left of the body will never be read: the connection cannot carry another request.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if r.code == ErrorCode::Unauthorized {
         // RFC 6750: a 401 names the scheme that would be accepted.
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -50,17 +56,29 @@ pub fn reject(r: &Rejection) -> Response {
     res
 }
 
-/// A request's JSON body, read up to `limit` bytes; the refusals name `shape`, what the body should look like.
+/// A request's JSON body, read up to `--max-message-bytes` within `--body-timeout-secs` (a body trickled byte by
+/// byte would otherwise hold its connection forever); the refusals name `shape`, what the body should look like.
 pub async fn json_body<T: serde::de::DeserializeOwned>(
+    args: &LogicArgs,
     body: Body,
-    limit: usize,
     shape: &str,
 ) -> Result<T, Rejection> {
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
-        return Err(Rejection::new(
-            ErrorCode::MessageTooLarge,
-            format!("request body is larger than {limit} bytes"),
-        ));
+    let limit = args.max_message_bytes;
+    let deadline = Duration::from_secs(args.body_timeout_secs.max(1));
+    let bytes = match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return Err(Rejection::new(
+                ErrorCode::MessageTooLarge,
+                format!("request body is larger than {limit} bytes"),
+            ));
+        }
+        Err(_) => {
+            return Err(Rejection::new(
+                ErrorCode::RequestTimeout,
+                format!("request body not received within {} s", deadline.as_secs()),
+            ));
+        }
     };
     if std::str::from_utf8(&bytes).is_err() {
         return Err(Rejection::new(
@@ -111,7 +129,7 @@ async fn post_comment(
         Err(r) => return reject(&r),
     };
     let shape = r#"{"user","text","color"?,"mode"?}"#;
-    let body: PostBody = match json_body(body, logic.args().max_message_bytes, shape).await {
+    let body: PostBody = match json_body(logic.args(), body, shape).await {
         Ok(b) => b,
         Err(r) => return reject(&r),
     };

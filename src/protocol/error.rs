@@ -32,10 +32,11 @@ pub enum ErrorCode {
     Muted,
     Banned,
     RateLimited,
+    RequestTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidUtf8,
@@ -61,6 +62,7 @@ impl ErrorCode {
         ErrorCode::Muted,
         ErrorCode::Banned,
         ErrorCode::RateLimited,
+        ErrorCode::RequestTimeout,
     ];
 
     /// The code with this string form.
@@ -95,6 +97,7 @@ impl ErrorCode {
             ErrorCode::Muted => "muted",
             ErrorCode::Banned => "banned",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 
@@ -112,6 +115,7 @@ impl ErrorCode {
             | ErrorCode::Muted
             | ErrorCode::Banned => 403,
             ErrorCode::RateLimited => 429,
+            ErrorCode::RequestTimeout => 408,
             _ => 400,
         }
     }
