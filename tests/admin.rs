@@ -7,25 +7,12 @@ mod common;
 
 use common::nats::Nats;
 use common::*;
-use danmaku::auth::Claims;
-use danmaku::auth::token::issue;
 use serde_json::{Value, json};
 
 const SECRET: &str = "admin-test-secret-0123456789abcdef-012345";
 
 fn token(user: &str, admin: bool) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-        + 3600;
-    let claims = Claims {
-        sub: format!("u-{user}"),
-        name: user.into(),
-        exp,
-        admin,
-    };
-    issue(SECRET.as_bytes(), &claims).expect("sign a token")
+    sign_token(SECRET, &format!("u-{user}"), user, admin)
 }
 
 /// Calls the admin API (or any API) with a bearer token; answers the status and the JSON body.

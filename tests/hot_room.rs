@@ -10,25 +10,12 @@ mod common;
 
 use common::nats::Nats;
 use common::*;
-use danmaku::auth::Claims;
-use danmaku::auth::token::issue;
 use serde_json::{Value, json};
 
 const SECRET: &str = "hot-room-test-secret-0123456789abcdef-0123";
 
 fn token(name: &str, admin: bool) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-        + 3600;
-    let claims = Claims {
-        sub: format!("u-{name}"),
-        name: name.into(),
-        exp,
-        admin,
-    };
-    issue(SECRET.as_bytes(), &claims).expect("sign a token")
+    sign_token(SECRET, &format!("u-{name}"), name, admin)
 }
 
 /// POSTs a comment with a bearer token, asserting 200; returns its id.

@@ -12,8 +12,6 @@ use std::net::IpAddr;
 
 use common::nats::Nats;
 use common::*;
-use danmaku::auth::Claims;
-use danmaku::auth::token::issue;
 use danmaku::gateway::connection::FLOOD_REFUSALS;
 use futures_util::SinkExt;
 use serde_json::{Value, json};
@@ -28,18 +26,7 @@ fn addr(ip: &str) -> IpAddr {
 }
 
 fn token(user_id: &str, name: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-        + 3600;
-    let claims = Claims {
-        sub: user_id.into(),
-        name: name.into(),
-        exp,
-        admin: false,
-    };
-    issue(SECRET.as_bytes(), &claims).expect("sign a token")
+    sign_token(SECRET, user_id, name, false)
 }
 
 /// Asserts a WebSocket `rate_limited` error for `nonce` with a positive hint; returns the hint in ms.

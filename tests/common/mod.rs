@@ -1214,3 +1214,19 @@ fn upgrade_request(addr: SocketAddr, query: &str, headers: &str) -> String {
          Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
     )
 }
+
+/// A token (JWT) for user id `sub` shown as `name`, signed with `secret`, valid for an hour.
+pub fn sign_token(secret: &str, sub: &str, name: &str, admin: bool) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+        + 3600;
+    let claims = danmaku::auth::Claims {
+        sub: sub.into(),
+        name: name.into(),
+        exp,
+        admin,
+    };
+    danmaku::auth::token::issue(secret.as_bytes(), &claims).expect("sign a token")
+}
