@@ -14,6 +14,7 @@ use async_nats::Client;
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::mirror::Mirror;
@@ -62,13 +63,20 @@ impl Link {
                 _ = stop.cancelled() => return None,
             }
         };
+        // A node must not take comments (or viewers) before it knows the sanctions already in force.
+        let (loaded, mut ready) = watch::channel(stream.cached_info().state.messages == 0);
         tokio::spawn(follow_sanctions(
             client.clone(),
             stream,
             hub.clone(),
+            loaded,
             stop.clone(),
         ));
         tokio::spawn(hear_events(client.clone(), hub, mirror, stop.clone()));
+        tokio::select! {
+            _ = ready.wait_for(|r| *r) => {}
+            _ = stop.cancelled() => return None,
+        }
         Some(Link { client, js })
     }
 
@@ -146,6 +154,7 @@ async fn follow_sanctions(
     client: Client,
     stream: stream::Stream,
     hub: Arc<Hub>,
+    loaded: watch::Sender<bool>,
     stop: CancellationToken,
 ) {
     loop {
@@ -178,11 +187,15 @@ async fn follow_sanctions(
                                     .ok()
                                     .map(Control::Sanction)
                             };
+                            let caught_up = m.info().is_ok_and(|i| i.pending == 0);
                             match event {
                                 Some(event) => hub.hear(event),
                                 None => {
                                     tracing::warn!(subject = %m.subject, "ignored a foreign message in {STREAM}")
                                 }
+                            }
+                            if caught_up {
+                                loaded.send_replace(true);
                             }
                         }
                         Some(Err(e)) => {
