@@ -219,18 +219,10 @@ async fn follow_sanctions(
 /// Feeds the one-off events to the hub until `stop`; a mirrored room forgets deleted comments first, so that a
 /// viewer told of a deletion never gets the comment back in a recovery.
 async fn hear_events(client: Client, hub: Arc<Hub>, mirror: Arc<Mirror>, stop: CancellationToken) {
-    let Some(mut sub) = super::subscribe(&client, SUBJECT.to_owned(), None, &stop).await else {
-        return;
-    };
-    loop {
-        let message = tokio::select! {
-            m = sub.next() => m,
-            _ = stop.cancelled() => return,
-        };
-        let Some(message) = message else { return };
+    super::for_each_message(&client, SUBJECT.to_owned(), &stop, |message| {
         let Ok(event) = serde_json::from_slice::<Control>(&message.payload) else {
             tracing::warn!("ignored a malformed message on {SUBJECT}");
-            continue;
+            return;
         };
         if let Control::Delete { room, ids } = &event
             && let Some(watch) = mirror.get(room)
@@ -238,7 +230,8 @@ async fn hear_events(client: Client, hub: Arc<Hub>, mirror: Arc<Mirror>, stop: C
             watch.forget(ids);
         }
         hub.hear(event);
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

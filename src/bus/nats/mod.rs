@@ -165,6 +165,28 @@ pub async fn subscribe(
     }
 }
 
+/// Subscribes to `subject` (see [`subscribe`]) and hands each message to `f` until `stop` fires or NATS ends the
+/// subscription: the loop of every listener that only reacts to what it hears.
+pub async fn for_each_message(
+    client: &Client,
+    subject: String,
+    stop: &CancellationToken,
+    mut f: impl FnMut(async_nats::Message),
+) {
+    use futures_util::StreamExt;
+    let Some(mut sub) = subscribe(client, subject, None, stop).await else {
+        return;
+    };
+    loop {
+        let message = tokio::select! {
+            m = sub.next() => m,
+            _ = stop.cancelled() => return,
+        };
+        let Some(message) = message else { return };
+        f(message);
+    }
+}
+
 /// The settings of a process's bus.
 #[derive(Debug, Clone)]
 pub struct Options {

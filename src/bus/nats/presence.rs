@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
-use futures_util::StreamExt;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -150,16 +149,7 @@ impl Presence {
 
     /// Hears every room's reports (a logic node answering counts for any room) until `stop`.
     pub async fn hear_all(self: Arc<Self>, client: Client, stop: CancellationToken) {
-        let Some(mut sub) = super::subscribe(&client, format!("{ONLINE}>"), None, &stop).await
-        else {
-            return;
-        };
-        loop {
-            let message = tokio::select! {
-                m = sub.next() => m,
-                _ = stop.cancelled() => return,
-            };
-            let Some(message) = message else { return };
+        super::for_each_message(&client, format!("{ONLINE}>"), &stop, |message| {
             if let Some(room) = message
                 .subject
                 .as_str()
@@ -168,7 +158,8 @@ impl Presence {
             {
                 self.absorb(&room, &message.payload);
             }
-        }
+        })
+        .await
     }
 }
 
