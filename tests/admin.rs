@@ -23,16 +23,8 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = server.http().request(method, server.url(path));
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let resp = within(path.to_string(), req.send()).await.expect("request");
+    let req = server.http().request(method, server.url(path));
+    let resp = send_bearer(req, token, body.as_ref(), path).await;
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("read body");
     (status, parse_json(&text, path))
@@ -80,11 +72,7 @@ async fn muted_on(server: &Server) {
 }
 
 async fn keyed(extra: &[&str]) -> Server {
-    Server::builder()
-        .args(["--auth-secret", SECRET])
-        .args(extra.iter().copied())
-        .start()
-        .await
+    start_keyed(SECRET, extra).await
 }
 
 /// Reads frames until one of type `kind`, skipping batches and online counts.

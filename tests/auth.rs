@@ -34,11 +34,7 @@ fn token(secret: &str, name: &str, ttl: i64) -> String {
 }
 
 async fn keyed(extra: &[&str]) -> Server {
-    Server::builder()
-        .args(["--auth-secret", SECRET])
-        .args(extra.iter().copied())
-        .start()
-        .await
+    start_keyed(SECRET, extra).await
 }
 
 /// POSTs `body` to ROOM's danmaku with an optional bearer token; returns status, WWW-Authenticate, body.
@@ -48,15 +44,10 @@ async fn post_with(
     token: Option<&str>,
     body: &Value,
 ) -> (u16, Option<String>, String) {
-    let mut req = server
+    let req = server
         .http()
-        .post(server.url(&format!("/api/rooms/{room}/danmaku")))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = within("POST with a token", req.send()).await.expect("POST");
+        .post(server.url(&format!("/api/rooms/{room}/danmaku")));
+    let resp = send_bearer(req, token, Some(body), "POST with a token").await;
     let status = resp.status().as_u16();
     let challenge = resp
         .headers()

@@ -22,11 +22,8 @@ fn token(name: &str, admin: bool) -> String {
 async fn post(api: &Api, room: &str, token: &str, body: Value) -> u64 {
     let req = api
         .http()
-        .post(api.url(&format!("/api/rooms/{room}/danmaku")))
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(body.to_string());
-    let resp = within("POST a comment", req.send()).await.expect("POST");
+        .post(api.url(&format!("/api/rooms/{room}/danmaku")));
+    let resp = send_bearer(req, Some(token), Some(&body), "POST a comment").await;
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("read body");
     assert_eq!(status, 200, "POST to {room}: {text}");

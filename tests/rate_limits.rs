@@ -118,14 +118,8 @@ async fn post_from(
         .timeout(TIMEOUT)
         .build()
         .expect("build reqwest client");
-    let mut req = client
-        .post(server.url(&format!("/api/rooms/{room}/danmaku")))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = within("POST", req.send()).await.expect("POST");
+    let req = client.post(server.url(&format!("/api/rooms/{room}/danmaku")));
+    let resp = send_bearer(req, token, Some(body), "POST").await;
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()

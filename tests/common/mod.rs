@@ -1230,3 +1230,33 @@ pub fn sign_token(secret: &str, sub: &str, name: &str, admin: bool) -> String {
     };
     danmaku::auth::token::issue(secret.as_bytes(), &claims).expect("sign a token")
 }
+
+/// Sends `req` with `Authorization: Bearer TOKEN` when a token is given and `body` as JSON when given; answers the
+/// response (bounded by [`TIMEOUT`]).
+pub async fn send_bearer(
+    mut req: reqwest::RequestBuilder,
+    token: Option<&str>,
+    body: Option<&Value>,
+    what: &str,
+) -> reqwest::Response {
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    within(what.to_owned(), req.send())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// A `serve` whose tokens are signed with `secret`, with `extra` flags.
+pub async fn start_keyed(secret: &str, extra: &[&str]) -> Server {
+    Server::builder()
+        .args(["--auth-secret", secret])
+        .args(extra.iter().copied())
+        .start()
+        .await
+}
