@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -118,7 +119,10 @@ impl Viewer {
             }
             State::Open => {
                 if ob.queue.is_empty() {
-                    match self.stream.try_write(frame) {
+                    // Straight to the socket, not through the runtime's readiness state: that would be one more
+                    // allocation to touch per viewer and frame, and an empty queue means nothing waits for it. A
+                    // refusal is queued, and the connection task's own write then waits for writability.
+                    match SockRef::from(&self.stream).send_with_flags(frame, libc::MSG_NOSIGNAL) {
                         Ok(n) if n == frame.len() => return true,
                         Ok(n) => {
                             ob.queue.push_back(frame.clone());
