@@ -5,7 +5,9 @@ Arguments are LABEL=FILE. Labels ending in " (run N)" are runs of one configurat
 configuration gets a median row, and when one of them is "raw" a second table sets every median against raw's
 (the ratios the targets in docs/benchmarks.md are stated in). The server columns are summed over the server's
 processes; runs of a server of several processes (`--server-pid 1,2,3`) also get a "per process" table, one row
-per process.
+per process. The last column is the host's CPU steal over the measured window (time the hypervisor gave to
+other guests): rows with high steal measured the neighbours as much as the server. Reports from before the bench
+recorded it show "-".
 """
 import json
 import re
@@ -22,6 +24,11 @@ def frames_per_viewer_s(r):
     return d["frames"] / opened / secs
 
 
+def steal_pct(r):
+    """% of all cores' time the hypervisor took over the measured window; None in reports older than the field."""
+    return (r.get("host") or {}).get("steal_pct")
+
+
 def row(label, r):
     lat = r.get("latency_ms") or {}
     srv = r.get("server") or {}
@@ -29,6 +36,7 @@ def row(label, r):
     c = r["connections"]
     cpu_m = srv.get("cpu_secs_per_million")
     fps = frames_per_viewer_s(r)
+    steal = steal_pct(r)
     return [
         label,
         f'{c["opened"]:,}',
@@ -41,11 +49,12 @@ def row(label, r):
         f'{srv.get("peak_rss_mb", 0):.0f}',
         f"{fps:.1f}" if fps is not None else "-",
         f'{r["bench"]["cpu_pct"]:.0f}%',
+        f"{steal:.1f}" if steal is not None else "-",
     ]
 
 
 HEAD = ["run", "viewers", "rate", "loss", "deliveries/s", "p50 ms", "p90", "p99", "p99.9", "max",
-        "server cpu", "cpu s/M deliv", "server peak MiB", "frames/viewer/s", "bench cpu"]
+        "server cpu", "cpu s/M deliv", "server peak MiB", "frames/viewer/s", "bench cpu", "steal %"]
 
 
 def median_row(name, runs):
@@ -72,6 +81,7 @@ def median_row(name, runs):
         fmt(srv("peak_rss_mb"), ".0f"),
         fmt(med(frames_per_viewer_s), ".1f"),
         fmt(med(lambda r: r["bench"]["cpu_pct"]), ".0f") + "%",
+        fmt(med(steal_pct), ".1f"),
     ]
 
 

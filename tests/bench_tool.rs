@@ -1,7 +1,7 @@
 //! `danmaku bench` end to end: the real load generator against the real server, both as processes. A small run
 //! must account for every delivery exactly (so a loss the server caused would show), over HTTP and WebSocket
 //! sends, with its worker processes, against a server that checks tokens (`--token`), and write the JSON report
-//! operators script against.
+//! operators script against (the host's CPU and steal over the window included).
 
 mod common;
 
@@ -18,6 +18,12 @@ fn bench(server: &Server, json: &std::path::Path, extra: &[&str]) -> Value {
     );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("latency"), "a readable table: {table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("host ") && l.contains("steal")),
+        "the host's steal in the table: {table}"
+    );
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
 }
 
@@ -60,6 +66,17 @@ fn assert_exact(report: &Value, viewers: u64, what: &str) {
         report["server"]["peak_rss_mb"].as_f64().unwrap() > 0.0,
         "{what}: {report}"
     );
+    assert_host(report, what);
+}
+
+/// The host's CPU over the measured window, which this Linux machine always has (/proc/stat).
+fn assert_host(report: &Value, what: &str) {
+    let host = &report["host"];
+    assert!(host["cores"].as_u64().unwrap() >= 1, "{what}: {report}");
+    for pct in ["busy_pct", "steal_pct"] {
+        let v = host[pct].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&v), "{what}: {pct} {v}: {report}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

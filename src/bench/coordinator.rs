@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use super::http::HttpConn;
 use super::ipc::{self, Command, Progress, WorkerMsg, WorkerResult, WorkerSpec};
 use super::report::{
-    self, Comments, Connections, Deliveries, Latency, Report, RssOverTime, Setup, SlowViewers,
-    Usage,
+    self, Comments, Connections, Deliveries, Host, Latency, Report, RssOverTime, Setup,
+    SlowViewers, Usage,
 };
 use super::sender::{self, SendConfig, Sender};
 use super::{BenchArgs, Protocol, SendVia, WORKER_SUBCOMMAND, now_us, plan, procstat};
@@ -325,6 +325,46 @@ fn sample_each(pids: &[u32]) -> Vec<Option<procstat::Sample>> {
     pids.iter().map(|&p| procstat::sample(p)).collect()
 }
 
+/// What is read at each end of the measured window: each server process, the bench's processes summed, the
+/// host.
+#[derive(Debug, Clone)]
+struct WindowEdge {
+    server: Vec<Option<procstat::Sample>>,
+    bench: Side,
+    host: Option<procstat::HostSample>,
+}
+
+fn sample_edge(server_pids: &[u32], bench_pids: &[u32]) -> WindowEdge {
+    WindowEdge {
+        server: sample_each(server_pids),
+        bench: sample_pids(bench_pids),
+        host: procstat::host_sample(),
+    }
+}
+
+/// The host's CPU between two samples; `None` when either is missing or no tick passed between them.
+fn host_usage(
+    start: Option<procstat::HostSample>,
+    end: Option<procstat::HostSample>,
+) -> Option<Host> {
+    let (start, end) = (start?, end?);
+    let (s, e) = (start.ticks, end.ticks);
+    // The counters only grow: a reading that went back is not to be trusted, and must not wrap around.
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    let total = d(s.total(), e.total());
+    if total == 0 {
+        return None;
+    }
+    let steal = d(s.steal, e.steal).min(total);
+    let busy = total.saturating_sub(d(s.idle, e.idle) + d(s.iowait, e.iowait) + steal);
+    let pct = |t: u64| t as f64 * 100.0 / total as f64;
+    Some(Host {
+        cores: end.cores,
+        busy_pct: pct(busy),
+        steal_pct: pct(steal),
+    })
+}
+
 /// Readings of one server process over a run: before the viewers connected, when the measured window began and
 /// ended, and after the drain.
 #[derive(Debug, Clone, Copy, Default)]
@@ -519,14 +559,8 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         (send_secs * 10.0).ceil() as u64,
         "{spinner} sending [{bar:30}] {elapsed} {msg}",
     );
-    let mut at_measure: Option<(Vec<Option<procstat::Sample>>, Side)> = if a.warmup == 0.0 {
-        Some((
-            sample_each(&a.server_pid),
-            sample_pids(&fleet.pids_with(me)),
-        ))
-    } else {
-        None
-    };
+    let mut at_measure =
+        (a.warmup == 0.0).then(|| sample_edge(&a.server_pid, &fleet.pids_with(me)));
     // Deliveries over the last second, for the bar: frames come in bursts of one batch window.
     let mut recent: std::collections::VecDeque<(Instant, u64)> = std::collections::VecDeque::new();
     let mut sender = loop {
@@ -534,7 +568,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             r = &mut send_task => break r.map_err(|e| format!("the sender failed: {e}"))?,
             ev = fleet.rx.recv() => fleet.apply(ev)?,
             _ = tokio::time::sleep_until(measure_start), if at_measure.is_none() => {
-                at_measure = Some((sample_each(&a.server_pid), sample_pids(&fleet.pids_with(me))));
+                at_measure = Some(sample_edge(&a.server_pid, &fleet.pids_with(me)));
             }
             _ = tick.tick() => {
                 let p = fleet.totals();
@@ -557,8 +591,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             }
         }
     };
-    let server_end = sample_each(&a.server_pid);
-    let bench_end = sample_pids(&fleet.pids_with(me));
+    let at_end = sample_edge(&a.server_pid, &fleet.pids_with(me));
     let measured_secs = send_end
         .saturating_duration_since(measure_start)
         .as_secs_f64();
@@ -604,8 +637,11 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
             since_t0(send_end),
         )
     });
-    let (at_measure_server, at_measure_bench) =
-        at_measure.unwrap_or_else(|| (vec![None; a.server_pid.len()], bench_end));
+    let at_measure = at_measure.unwrap_or_else(|| WindowEdge {
+        server: vec![None; a.server_pid.len()],
+        bench: at_end.bench,
+        host: None,
+    });
 
     let mut conn = Connections {
         wanted: a.viewers as u64,
@@ -659,15 +695,15 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         .map(|(i, &pid)| {
             let readings = ServerReadings {
                 before: server_before[i],
-                start: at_measure_server[i],
-                end: server_end[i],
+                start: at_measure.server[i],
+                end: at_end.server[i],
                 after: server_after[i],
             };
             process_usage(pid, &readings, measured_secs, d.measured)
         })
         .collect();
     let server = Usage::sum(&servers);
-    let bench_cpu = (bench_end.cpu - at_measure_bench.cpu).max(0.0);
+    let bench_cpu = (at_end.bench.cpu - at_measure.bench.cpu).max(0.0);
     let bench = Usage {
         pid: Some(me),
         processes: workers + 1,
@@ -675,7 +711,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         cpu_secs: bench_cpu,
         cpu_secs_per_million: per_million(bench_cpu),
         rss_before_mb: mb(bench_before.rss_kb),
-        rss_start_mb: mb(at_measure_bench.rss_kb),
+        rss_start_mb: mb(at_measure.bench.rss_kb),
         rss_end_mb: mb(bench_after.rss_kb),
         peak_rss_mb: mb(bench_after.hwm_kb),
     };
@@ -746,6 +782,7 @@ async fn run(a: &BenchArgs) -> Result<Report, String> {
         servers,
         server_rss,
         bench,
+        host: host_usage(at_measure.host, at_end.host),
         slow_viewers,
         notes,
     })
@@ -1137,6 +1174,33 @@ mod tests {
             (0.0, 0.0, None, 0.0)
         );
         assert_eq!(u.peak_rss_mb, 50.0);
+    }
+
+    #[test]
+    fn host_usage_is_a_share_of_every_cores_ticks() {
+        let at = |user, idle, iowait, steal| {
+            Some(procstat::HostSample {
+                ticks: procstat::HostTicks {
+                    user,
+                    idle,
+                    iowait,
+                    steal,
+                    system: 10,
+                    ..procstat::HostTicks::default()
+                },
+                cores: 2,
+            })
+        };
+        // 200 ticks: 100 user, 50 idle, 10 iowait, 40 steal.
+        let u = host_usage(at(100, 100, 0, 0), at(200, 150, 10, 40)).unwrap();
+        assert_eq!(u.cores, 2);
+        assert!((u.busy_pct - 50.0).abs() < 1e-9, "{u:?}");
+        assert!((u.steal_pct - 20.0).abs() < 1e-9, "{u:?}");
+        // No tick between the samples, counters that went back, or a sample missing: nothing to report.
+        assert_eq!(host_usage(at(1, 1, 1, 1), at(1, 1, 1, 1)), None);
+        assert_eq!(host_usage(at(9, 9, 9, 9), at(1, 1, 1, 1)), None);
+        assert_eq!(host_usage(None, at(1, 1, 1, 1)), None);
+        assert_eq!(host_usage(at(1, 1, 1, 1), None), None);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the kernel knows about a process, read from /proc: CPU time (for % of a core and CPU per delivery) and
-//! resident memory (now and peak), for the server under test and the bench's own processes; and the bench's
-//! open-files limit, which it raises to the hard limit before opening thousands of sockets.
+//! resident memory (now and peak), for the server under test and the bench's own processes; the whole host's CPU
+//! time from /proc/stat, because on a VM the hypervisor takes some of it (steal) and a run it disturbed is not
+//! comparable with one it did not; and the bench's open-files limit, which it raises to the hard limit before
+//! opening thousands of sockets.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -104,6 +106,87 @@ pub fn status_kb(status: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// The host's CPU time at one instant, summed over its cores, in clock ticks since boot: the `cpu` line of
+/// `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTicks {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    /// Time a virtual CPU was ready to run but the hypervisor ran something else.
+    pub steal: u64,
+}
+
+impl HostTicks {
+    /// Every tick of the cores' time. Guest time is left out: the kernel counts it in `user` and `nice` already.
+    pub fn total(&self) -> u64 {
+        self.user
+            + self.nice
+            + self.system
+            + self.idle
+            + self.iowait
+            + self.irq
+            + self.softirq
+            + self.steal
+    }
+}
+
+/// The host's CPU time and how many cores it is spread over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostSample {
+    pub ticks: HostTicks,
+    pub cores: usize,
+}
+
+/// The `cpu` line of `/proc/stat` (`cpu  user nice system idle iowait irq softirq steal [guest guest_nice]`);
+/// `None` when there is none, or it is cut short (kernels before 2.6.11 had no steal) or does not parse.
+pub fn parse_host_ticks(stat: &str) -> Option<HostTicks> {
+    let mut fields = stat.lines().next()?.split_ascii_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let n: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = n[..] else {
+        return None;
+    };
+    Some(HostTicks {
+        user,
+        nice,
+        system,
+        idle,
+        iowait,
+        irq,
+        softirq,
+        steal,
+    })
+}
+
+/// The number of `cpuN` lines of `/proc/stat` (the online cores).
+pub fn count_cores(stat: &str) -> usize {
+    stat.lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .and_then(|rest| rest.split(|c: char| c.is_ascii_whitespace()).next())
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .count()
+}
+
+/// Reads `/proc/stat`; `None` where there is none (off Linux) or it cannot be read or parsed.
+pub fn host_sample() -> Option<HostSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks = parse_host_ticks(&stat)?;
+    let cores = match count_cores(&stat) {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    Some(HostSample { ticks, cores })
+}
+
 fn clock_ticks_per_sec() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -121,6 +204,58 @@ mod tests {
         assert_eq!(parse_stat_ticks(stat), Some(175));
         assert_eq!(parse_stat_ticks("garbage"), None);
         assert_eq!(parse_stat_ticks("1 (a) S 1"), None);
+    }
+
+    #[test]
+    fn parses_the_host_cpu_line() {
+        let stat = "cpu  2485752 28498 731406 2189626 18858 0 163172 123902 0 0\n\
+                    cpu0 1207068 10797 361569 1144744 4707 0 80270 61000 0 0\n\
+                    cpu1 1278683 17700 369836 1044881 14151 0 82901 62902 0 0\n\
+                    intr 32041513 0 0\nctxt 88435125\n";
+        let t = parse_host_ticks(stat).unwrap();
+        assert_eq!(
+            t,
+            HostTicks {
+                user: 2_485_752,
+                nice: 28_498,
+                system: 731_406,
+                idle: 2_189_626,
+                iowait: 18_858,
+                irq: 0,
+                softirq: 163_172,
+                steal: 123_902,
+            }
+        );
+        assert_eq!(t.total(), 5_741_214);
+        assert_eq!(count_cores(stat), 2);
+        // Without the guest fields (kernels before 2.6.24) the line is still whole.
+        assert_eq!(
+            parse_host_ticks("cpu 1 2 3 4 5 6 7 8\n").map(|t| t.steal),
+            Some(8)
+        );
+        for bad in [
+            "",
+            "\n",
+            "cpu",
+            "cpu 1 2 3 4 5 6 7\n",
+            "cpu 1 2 3 4 5 6 7 x 0 0",
+            "cpu 1 2 3 4 -5 6 7 8",
+            "cpu0 1 2 3 4 5 6 7 8",
+            "cpux 1 2 3 4 5 6 7 8",
+            "intr 1 2 3 4 5 6 7 8\ncpu 1 2 3 4 5 6 7 8",
+            "garbage",
+        ] {
+            assert_eq!(parse_host_ticks(bad), None, "{bad:?}");
+        }
+        assert_eq!(count_cores("cpu 1 2\ncpux 1\ncpu12 1\ncpu 3"), 1);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn samples_this_host() {
+        let h = host_sample().unwrap();
+        assert!(h.cores >= 1);
+        assert!(h.ticks.total() > 0);
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Report {
     /// The server's resident memory over the whole run (with `--server-pid`), summed over its processes.
     pub server_rss: Option<RssOverTime>,
     pub bench: Usage,
+    /// The whole host's CPU over the measured window; `null` where /proc/stat cannot be read.
+    pub host: Option<Host>,
     /// Viewers that stopped reading after they joined (with `--slow-fraction`); `connections` counts them,
     /// `deliveries` and `latency_ms` do not.
     pub slow_viewers: Option<SlowViewers>,
@@ -190,6 +192,18 @@ impl Usage {
     }
 }
 
+/// The whole host's CPU time over the measured window, as percentages of all its cores' time. On a VM the
+/// hypervisor takes some of it (steal) and the server's latency and CPU figures swing with it: a run with high
+/// steal measured a busy neighbour, not the server.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Host {
+    pub cores: usize,
+    /// Everything but idle, iowait and steal: every process on the host, the bench's included.
+    pub busy_pct: f64,
+    /// Time the cores were ready to run but the hypervisor gave them to another guest.
+    pub steal_pct: f64,
+}
+
 /// The slow viewers: they read their socket until joined (v1: the `hello`; plain: the upgrade) and never again
 /// until the end of the run. Then each socket is read to its end with a short timeout, to tell how the server
 /// had left it: a close frame (with its code), the end of the stream without one, a reset, or still open.
@@ -351,6 +365,10 @@ impl Report {
             r.tidy();
         }
         self.bench.tidy();
+        if let Some(h) = &mut self.host {
+            h.busy_pct = r3(h.busy_pct);
+            h.steal_pct = r3(h.steal_pct);
+        }
     }
 }
 
@@ -518,6 +536,7 @@ pub fn render(r: &Report) -> String {
         format!("bench ({} processes)", r.bench.processes),
         &r.bench,
     );
+    render_host(&mut o, r.host.as_ref());
     if let Some(rss) = &r.server_rss {
         render_rss(&mut o, rss);
     }
@@ -567,6 +586,27 @@ fn render_slow(o: &mut String, s: &SlowViewers) {
         );
     }
     let _ = writeln!(o, "{:<13}{extra}", "");
+}
+
+/// The host's line: how much of the cores' time the hypervisor took, which decides whether a run compares.
+fn render_host(o: &mut String, h: Option<&Host>) {
+    let Some(h) = h else {
+        let _ = writeln!(
+            o,
+            "{:<13}CPU time not readable (/proc/stat): steal unknown",
+            "host"
+        );
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "{:<13}{} core{}, busy {:.1}%, steal {:.1}% of CPU time (taken by the hypervisor; runs with high steal are not comparable)",
+        "host",
+        h.cores,
+        if h.cores == 1 { "" } else { "s" },
+        h.busy_pct,
+        h.steal_pct
+    );
 }
 
 /// The server's RSS over time: a summary line and up to 10 evenly spaced samples.
@@ -656,6 +696,11 @@ mod tests {
                 cpu_pct: 3.0,
                 ..Usage::default()
             },
+            host: Some(Host {
+                cores: 2,
+                busy_pct: 64.0,
+                steal_pct: 17.8,
+            }),
             slow_viewers: None,
             notes: vec!["raised the open-files limit".into()],
         }
@@ -675,6 +720,7 @@ mod tests {
             "(1,000 samples from 2,000 viewers",
             "server (pid 42)",
             "bench (2 processes)",
+            "host         2 cores, busy 64.0%, steal 17.8% of CPU time (taken by the hypervisor; runs with high steal are not comparable)",
             "note: raised the open-files limit",
         ] {
             assert!(t.contains(needle), "missing {needle:?} in\n{t}");
@@ -801,6 +847,41 @@ mod tests {
             t.starts_with(
                 "danmaku bench  ws://127.0.0.1:8080  api http://127.0.0.1:8081  protocol v1"
             ),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn host_is_shown_and_null_when_unknown() {
+        let mut r = sample();
+        r.host = Some(Host {
+            cores: 1,
+            busy_pct: 99.99999999,
+            steal_pct: 0.0,
+        });
+        r.tidy();
+        let t = render(&r);
+        assert!(
+            t.contains("host         1 core, busy 100.0%, steal 0.0%"),
+            "{t}"
+        );
+        // Beside the process table, before the notes.
+        let host = t.lines().position(|l| l.starts_with("host ")).unwrap();
+        assert!(
+            t.lines().nth(host - 1).unwrap().starts_with("bench ("),
+            "{t}"
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["host"],
+            serde_json::json!({"cores": 1, "busy_pct": 100.0, "steal_pct": 0.0})
+        );
+        r.host = None;
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v.get("host"), Some(&serde_json::Value::Null), "{v}");
+        let t = render(&r);
+        assert!(
+            t.contains("host         CPU time not readable (/proc/stat): steal unknown"),
             "{t}"
         );
     }
