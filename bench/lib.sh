@@ -27,6 +27,7 @@ need_peers() {
 # start_server KIND [danmaku serve flags...]: sets SERVER_PID and SERVER_PORT. KIND: danmaku (rate limits lifted),
 # bun, node-ws, raw.
 start_server() {
+  SERVER_ARGS=("$@")
   local kind=$1; shift
   local log=$OUT/$kind.server.log
   case $kind in
@@ -56,14 +57,31 @@ stop_server() {
 }
 
 # run_bench KIND LABEL [bench flags...]: one bench run against the running server, JSON to $OUT/LABEL.json.
+# This box is a VM on a shared host: when the hypervisor takes more than STEAL_MAX % of the CPU time during a run
+# (the report's host.steal_pct), that run measured the neighbours, not the server. It is kept aside as
+# LABEL.steal-N.json and run again on a fresh server (a peak RSS must not carry over), up to STEAL_TRIES runs in
+# all; the last one counts whatever its steal, and its table row shows it.
+STEAL_MAX=${STEAL_MAX:-8}
+STEAL_TRIES=${STEAL_TRIES:-4}
 run_bench() {
   local kind=$1 label=$2; shift 2
-  local proto=v1
+  local proto=v1 try steal
   [ "$kind" = danmaku ] || proto=plain
-  echo "== $label: danmaku bench --protocol $proto $*" >&2
-  "$DANMAKU" bench --url "ws://127.0.0.1:$SERVER_PORT" --protocol "$proto" --server-pid "$SERVER_PID" \
-    --json "$OUT/$label.json" "$@" >"$OUT/$label.txt" 2>"$OUT/$label.err"
-  cat "$OUT/$label.txt" >&2
+  for try in $(seq 1 "$STEAL_TRIES"); do
+    echo "== $label: danmaku bench --protocol $proto $*" >&2
+    "$DANMAKU" bench --url "ws://127.0.0.1:$SERVER_PORT" --protocol "$proto" --server-pid "$SERVER_PID" \
+      --json "$OUT/$label.json" "$@" >"$OUT/$label.txt" 2>"$OUT/$label.err"
+    cat "$OUT/$label.txt" >&2
+    steal=$(python3 -c 'import json, sys; h = json.load(open(sys.argv[1])).get("host") or {}; print(h.get("steal_pct", 0))' \
+      "$OUT/$label.json" 2>/dev/null || echo 0)
+    if [ "$try" -eq "$STEAL_TRIES" ] || ! awk -v s="$steal" -v m="$STEAL_MAX" 'BEGIN {exit !(s > m)}'; then
+      return 0
+    fi
+    echo "== $label: the hypervisor took ${steal}% of the CPU time (> STEAL_MAX ${STEAL_MAX}%): run kept aside as $label.steal-$try.json, measured again" >&2
+    mv "$OUT/$label.json" "$OUT/$label.steal-$try.json"
+    stop_server
+    start_server "${SERVER_ARGS[@]}"
+  done
 }
 
 machine() {
