@@ -146,9 +146,9 @@ impl Sender {
             readers: JoinSet::new(),
         };
         if uses_ws(cfg) {
+            let token = super::token_query(cfg.token.as_deref());
             for room in 0..cfg.rooms {
                 let name = plan::room_name(&cfg.room_prefix, room);
-                let token = super::token_query(cfg.token.as_deref());
                 let path = match cfg.protocol {
                     Protocol::V1 => format!("{}?room={name}&user=bench{token}", cfg.ws_path),
                     Protocol::Plain => format!("{}?room={name}{token}", cfg.ws_path),

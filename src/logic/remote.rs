@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{Client, RequestErrorKind};
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -164,18 +163,9 @@ pub async fn answer(
     tasks: TaskTracker,
     stop: CancellationToken,
 ) {
-    let Some(mut requests) = nats::subscribe(&client, SUBJECT.to_owned(), Some(QUEUE), &stop).await
-    else {
-        return;
-    };
-    loop {
-        let message = tokio::select! {
-            m = requests.next() => m,
-            _ = stop.cancelled() => break,
-        };
-        let Some(message) = message else { break };
+    nats::for_each_message(&client, SUBJECT.to_owned(), Some(QUEUE), &stop, |message| {
         let Some(reply_to) = message.reply.clone() else {
-            continue;
+            return;
         };
         let logic = logic.clone();
         let client = client.clone();
@@ -193,9 +183,9 @@ pub async fn answer(
                 let _ = client.publish(reply_to, body.into()).await;
             }
         });
-    }
-    // Stop taking new comments; the ones being handled finish and are answered. (Bounded: NATS may be gone.)
-    let _ = tokio::time::timeout(Duration::from_secs(2), requests.unsubscribe()).await;
+    })
+    .await;
+    // Unsubscribed on `stop`: no new comments come; the ones being handled finish and are answered.
 }
 
 async fn handle(logic: &Logic, payload: &[u8]) -> Result<u64, Rejection> {

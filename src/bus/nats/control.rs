@@ -219,7 +219,7 @@ async fn follow_sanctions(
 /// Feeds the one-off events to the hub until `stop`; a mirrored room forgets deleted comments first, so that a
 /// viewer told of a deletion never gets the comment back in a recovery.
 async fn hear_events(client: Client, hub: Arc<Hub>, mirror: Arc<Mirror>, stop: CancellationToken) {
-    super::for_each_message(&client, SUBJECT.to_owned(), &stop, |message| {
+    super::for_each_message(&client, SUBJECT.to_owned(), None, &stop, |message| {
         let Ok(event) = serde_json::from_slice::<Control>(&message.payload) else {
             tracing::warn!("ignored a malformed message on {SUBJECT}");
             return;

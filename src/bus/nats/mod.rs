@@ -165,26 +165,29 @@ pub async fn subscribe(
     }
 }
 
-/// Subscribes to `subject` (see [`subscribe`]) and hands each message to `f` until `stop` fires or NATS ends the
-/// subscription: the loop of every listener that only reacts to what it hears.
+/// Subscribes to `subject` (see [`subscribe`]; in `queue`'s group when given) and hands each message to `f` until
+/// `stop` fires or NATS ends the subscription: the loop of every listener. On `stop` it unsubscribes, so that a
+/// queue group hands what comes next to the nodes still running (bounded: NATS may be gone).
 pub async fn for_each_message(
     client: &Client,
     subject: String,
+    queue: Option<&str>,
     stop: &CancellationToken,
     mut f: impl FnMut(async_nats::Message),
 ) {
     use futures_util::StreamExt;
-    let Some(mut sub) = subscribe(client, subject, None, stop).await else {
+    let Some(mut sub) = subscribe(client, subject, queue, stop).await else {
         return;
     };
     loop {
         let message = tokio::select! {
             m = sub.next() => m,
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
         };
         let Some(message) = message else { return };
         f(message);
     }
+    let _ = tokio::time::timeout(Duration::from_secs(2), sub.unsubscribe()).await;
 }
 
 /// The settings of a process's bus.

@@ -149,7 +149,7 @@ impl Presence {
 
     /// Hears every room's reports (a logic node answering counts for any room) until `stop`.
     pub async fn hear_all(self: Arc<Self>, client: Client, stop: CancellationToken) {
-        super::for_each_message(&client, format!("{ONLINE}>"), &stop, |message| {
+        super::for_each_message(&client, format!("{ONLINE}>"), None, &stop, |message| {
             if let Some(room) = message
                 .subject
                 .as_str()
