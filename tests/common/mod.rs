@@ -1240,12 +1240,10 @@ pub async fn send_bearer(
     what: &str,
 ) -> reqwest::Response {
     if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
+        req = req.bearer_auth(t);
     }
     if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
+        req = req.json(b);
     }
     within(what.to_owned(), req.send())
         .await
