@@ -58,6 +58,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
     /// Seconds given to viewers to take their close frame on shutdown before the process exits.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
@@ -115,6 +118,9 @@ pub struct GatewayNodeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
     /// Seconds given to viewers to take their close frame on shutdown before the process exits.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
@@ -140,9 +146,40 @@ pub struct LogicNodeArgs {
     #[command(flatten)]
     pub auth: AuthArgs,
 
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+
     /// Seconds given to requests under way to finish on shutdown.
     #[arg(long, env = "DANMAKU_SHUTDOWN_TIMEOUT_SECS", default_value_t = 5)]
     pub shutdown_timeout_secs: u64,
+}
+
+/// The async runtime's threads: they run the connections, the ingest, the timers and the fan-out of small rooms.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RuntimeArgs {
+    /// Threads of the async runtime. 0 = one per core on a logic node, half the cores (at least one) where
+    /// viewers are held (serve, gateway): there the fan-out threads, one per core, write the large rooms' frames.
+    #[arg(long, env = "DANMAKU_RUNTIME_THREADS", default_value_t = 0)]
+    pub runtime_threads: usize,
+}
+
+impl Command {
+    /// How many threads the server's async runtime gets (see `RuntimeArgs`); `None` for the commands that build
+    /// their own runtime or none.
+    pub fn runtime_threads(&self) -> Option<usize> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let (asked, holds_viewers) = match self {
+            Command::Serve(a) => (a.runtime.runtime_threads, true),
+            Command::Gateway(a) => (a.runtime.runtime_threads, true),
+            Command::Logic(a) => (a.runtime.runtime_threads, false),
+            Command::Token(_) | Command::Bench(_) | Command::BenchWorker(_) => return None,
+        };
+        Some(match asked {
+            0 if holds_viewers => (cores / 2).max(1),
+            0 => cores,
+            n => n,
+        })
+    }
 }
 
 /// Where the token secret comes from (the servers and `danmaku token` share it).

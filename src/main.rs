@@ -23,7 +23,14 @@ fn main() -> ExitCode {
         Command::Token(args) => return danmaku::auth::token::run(args),
         command => command,
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let threads = command.runtime_threads().unwrap_or(1);
+    // Named so that an operator (and `bench/threads`) tells them from the fan-out threads in `top -H`.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("runtime")
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -105,6 +105,19 @@ async fn comments_reach_every_gateway_numbered_once_across_logic_nodes() {
 }
 
 #[tokio::test]
+async fn runtime_threads_default_to_every_core_on_logic_nodes_and_half_on_gateways() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let nats = Nats::start().await;
+    let (l, g) = (logic(&nats).start().await, gateway(&nats).start().await);
+    assert_eq!(l.runtime_threads(), cores, "a logic node writes no frames");
+    assert_eq!(
+        g.runtime_threads(),
+        (cores / 2).max(1),
+        "a gateway's fan-out threads take one per core"
+    );
+}
+
+#[tokio::test]
 async fn online_counts_span_gateways_and_drop_a_dead_one() {
     let nats = Nats::start().await;
     let l = logic(&nats).start().await;

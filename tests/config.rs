@@ -125,3 +125,28 @@ fn danmaku_config_is_ignored_by_subcommands_without_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn runtime_threads_default_to_half_the_cores_and_follow_flag_and_file() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let server = Server::start(&[]).await;
+    assert_eq!(
+        server.runtime_threads(),
+        (cores / 2).max(1),
+        "serve holds viewers: half of {cores} cores, at least one"
+    );
+
+    let server = Server::start(&["--runtime-threads", "3"]).await;
+    assert_eq!(server.runtime_threads(), 3, "--runtime-threads 3");
+
+    let cfg = write_config("runtime.toml", "runtime_threads = 2\n");
+    let server = Server::builder()
+        .args(["--config", cfg.as_str()])
+        .start()
+        .await;
+    assert_eq!(
+        server.runtime_threads(),
+        2,
+        "runtime_threads = 2 in the file"
+    );
+}

@@ -351,6 +351,15 @@ impl Server {
         self.extra_stdout.lock().unwrap().clone()
     }
 
+    /// The process's threads named `runtime` (the async runtime's workers; fan-out threads are `fanout-N`).
+    pub fn runtime_threads(&self) -> usize {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("server tasks");
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == "runtime")
+            .count()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id().expect("server still running")
     }
