@@ -30,6 +30,9 @@ start_server() {
   SERVER_ARGS=("$@")
   local kind=$1; shift
   local log=$OUT/$kind.server.log
+  # The server truncates its log only once it runs: the previous server's `listening on` line must not be read
+  # meanwhile as this one's port.
+  rm -f "$log" "$log.err"
   case $kind in
     danmaku) "$DANMAKU" serve --listen 127.0.0.1:0 "${NO_LIMITS[@]}" "$@" >"$log" 2>"$log.err" & ;;
     bun) "$ROOT/bench/peers/node_modules/.bin/bun" "$ROOT/bench/peers/bun/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
