@@ -163,11 +163,16 @@ pub struct RuntimeArgs {
     pub runtime_threads: usize,
 }
 
+/// The cores this process may run on: the unit of every "0 = per core" default.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 impl Command {
     /// How many threads the server's async runtime gets (see `RuntimeArgs`); `None` for the commands that build
     /// their own runtime or none.
     pub fn runtime_threads(&self) -> Option<usize> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = cores();
         let (asked, holds_viewers) = match self {
             Command::Serve(a) => (a.runtime.runtime_threads, true),
             Command::Gateway(a) => (a.runtime.runtime_threads, true),

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
     let threads = command.runtime_threads().unwrap_or(1);
     // Named so that an operator (and `bench/threads`) tells them from the fan-out threads in `top -H`.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
+        .worker_threads(threads)
         .thread_name("runtime")
         .enable_all()
         .build()

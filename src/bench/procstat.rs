@@ -181,7 +181,7 @@ pub fn host_sample() -> Option<HostSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks = parse_host_ticks(&stat)?;
     let cores = match count_cores(&stat) {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => crate::config::cores(),
         n => n,
     };
     Some(HostSample { ticks, cores })

@@ -73,7 +73,7 @@ impl Gateway {
             merge_identical: args.merge_identical,
         };
         let threads = match args.fanout_shards {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            0 => crate::config::cores(),
             n => n,
         };
         let pool = Arc::new(FanoutPool::new(threads)?);
