@@ -380,7 +380,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_MAX_VIEWERS", default_value_t = 0)]
     pub max_viewers: usize,
 
-    /// Fan-out threads, and member shards per room (shard i is written by thread i). 0 = one per core.
+    /// Fan-out threads, and member shards per room. A big room's frame is written by the room's home thread, or,
+    /// once one frame costs more than half the batch window of CPU, shard i by thread i. 0 = one per core.
     #[arg(long, env = "DANMAKU_FANOUT_SHARDS", default_value_t = 0)]
     pub fanout_shards: usize,
 

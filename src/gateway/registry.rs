@@ -59,7 +59,11 @@ impl Registry {
     pub fn join(&self, id: &RoomId, viewer: &Arc<Viewer>) -> Arc<Room> {
         let mut shard = self.shard(id).lock();
         let slot = shard.entry(id.clone()).or_insert_with(|| {
-            let room = Arc::new(Room::new(id.clone(), self.pool.clone()));
+            let room = Arc::new(Room::new(
+                id.clone(),
+                self.pool.clone(),
+                self.settings.window,
+            ));
             let stop = CancellationToken::new();
             self.tasks.spawn(
                 room.clone()
