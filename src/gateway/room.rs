@@ -8,7 +8,7 @@
 //!
 //! A room's frame is written by its home thread alone until writing it costs more CPU than half a window; only
 //! then is it spread over every fan-out thread. Splitting a 5000-viewer frame shortened its write by a sixth on
-//! this project's 2-core machine and cost 3-6% more CPU per delivery (wake-ups and locks across cores); an
+//! this project's 2-core machine and cost 2-7% more CPU per delivery (wake-ups and locks across cores); an
 //! 18000-viewer frame took a fifth less time and its p99 fell by a quarter (docs/benchmarks.md).
 
 use std::future::Future;
