@@ -12,6 +12,15 @@ fn write_config(name: &str, contents: &str) -> String {
     path.to_str().expect("utf-8 path").to_string()
 }
 
+/// A server started with `--config FILE`, the file holding `contents`, and nothing else set.
+async fn start_with_config(name: &str, contents: &str) -> Server {
+    let cfg = write_config(name, contents);
+    Server::builder()
+        .args(["--config", cfg.as_str()])
+        .start()
+        .await
+}
+
 /// Post 8 comments and return the ids the history endpoint still has.
 async fn kept_ids(server: &Server) -> Vec<u64> {
     for i in 1..=8 {
@@ -22,11 +31,7 @@ async fn kept_ids(server: &Server) -> Vec<u64> {
 
 #[tokio::test]
 async fn config_file_sets_history() {
-    let cfg = write_config("history.toml", "history = 5\n");
-    let server = Server::builder()
-        .args(["--config", cfg.as_str()])
-        .start()
-        .await;
+    let server = start_with_config("history.toml", "history = 5\n").await;
     assert_eq!(
         kept_ids(&server).await,
         vec![4, 5, 6, 7, 8],
@@ -139,11 +144,7 @@ async fn runtime_threads_default_to_half_the_cores_and_follow_flag_and_file() {
     let server = Server::start(&["--runtime-threads", "3"]).await;
     assert_eq!(server.runtime_threads(), 3, "--runtime-threads 3");
 
-    let cfg = write_config("runtime.toml", "runtime_threads = 2\n");
-    let server = Server::builder()
-        .args(["--config", cfg.as_str()])
-        .start()
-        .await;
+    let server = start_with_config("runtime.toml", "runtime_threads = 2\n").await;
     assert_eq!(
         server.runtime_threads(),
         2,
