@@ -67,6 +67,28 @@ async fn client_answering_pings_stays_connected() {
 }
 
 #[tokio::test]
+async fn every_silence_of_ping_secs_gets_its_own_ping() {
+    // With an idle timeout far beyond the test, only a server that pings again after each answered ping's
+    // silence of `--ping-secs` sends three pings in time: one that waited for the idle deadline would send
+    // the second after an hour.
+    let server = Server::start(&["--ping-secs", "1", "--idle-timeout-secs", "3600"]).await;
+    let (mut ws, _) = server.connect("again").await;
+    let mut pings = 0;
+    within("three server pings", async {
+        while pings < 3 {
+            match ws.next().await {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(Message::Close(f))) => panic!("closed after {pings} pings: {f:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("error after {pings} pings: {e}"),
+                None => panic!("ended after {pings} pings"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn application_ping_gets_pong() {
     let server = Server::start(&[]).await;
     let (mut ws, _) = server.connect("pingpong").await;

@@ -157,14 +157,20 @@ impl Conn<'_> {
                     } else if silent >= idle {
                         self.viewer.close(close::HEARTBEAT_TIMEOUT);
                         Step::Continue
-                    } else if silent >= ping && !self.pinged {
-                        self.pinged = true;
-                        self.viewer.push(&ws_codec::ping_frame(b""), 0);
-                        timer.as_mut().reset(self.last_rx + idle);
-                        Step::Continue
                     } else {
-                        let next = if self.pinged { idle } else { ping };
-                        timer.as_mut().reset(self.last_rx + next);
+                        if silent >= ping && !self.pinged {
+                            self.pinged = true;
+                            self.viewer.push(&ws_codec::ping_frame(b""), 0);
+                        }
+                        // Reads do not touch the timer: while a ping is unanswered it also wakes one ping
+                        // interval on, so that the silence after a pong gets its own ping at `ping`, not at
+                        // the idle deadline.
+                        let next = if self.pinged {
+                            (self.last_rx + idle).min(Instant::now() + ping)
+                        } else {
+                            self.last_rx + ping
+                        };
+                        timer.as_mut().reset(next);
                         Step::Continue
                     }
                 }
