@@ -47,21 +47,7 @@ async fn client_answering_pings_stays_connected() {
     // tokio-tungstenite answers every ping with a pong (flushed on the next read). Four
     // server pings, each sent after >= 1 s of silence, span more than the 2 s idle
     // timeout: a server that ignored pongs would have closed the connection meanwhile.
-    let mut pings = 0;
-    within("four server pings", async {
-        while pings < 4 {
-            match ws.next().await {
-                Some(Ok(Message::Ping(_))) => pings += 1,
-                Some(Ok(Message::Close(f))) => {
-                    panic!("closed after {pings} pings although pongs were sent: {f:?}")
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("error after {pings} pings: {e}"),
-                None => panic!("ended after {pings} pings"),
-            }
-        }
-    })
-    .await;
+    await_pings(&mut ws, 4).await;
     let id = ws_send_ok(&mut ws, "still alive", "p").await;
     assert_eq!(id, 1);
 }
@@ -73,12 +59,20 @@ async fn every_silence_of_ping_secs_gets_its_own_ping() {
     // the second after an hour.
     let server = Server::start(&["--ping-secs", "1", "--idle-timeout-secs", "3600"]).await;
     let (mut ws, _) = server.connect("again").await;
+    await_pings(&mut ws, 3).await;
+}
+
+/// Reads until the server has pinged `n` times (tokio-tungstenite answers each with a pong, flushed on the next
+/// read); a close, an error or the end of the connection first fails the test.
+async fn await_pings(ws: &mut Ws, n: usize) {
     let mut pings = 0;
-    within("three server pings", async {
-        while pings < 3 {
+    within(format!("{n} server pings"), async {
+        while pings < n {
             match ws.next().await {
                 Some(Ok(Message::Ping(_))) => pings += 1,
-                Some(Ok(Message::Close(f))) => panic!("closed after {pings} pings: {f:?}"),
+                Some(Ok(Message::Close(f))) => {
+                    panic!("closed after {pings} pings although pongs were sent: {f:?}")
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => panic!("error after {pings} pings: {e}"),
                 None => panic!("ended after {pings} pings"),
