@@ -248,11 +248,5 @@ async fn big_room(args: &[&str], comments: usize) -> Server {
 /// Fan-outs done by the fan-out threads, `threads` = "one" or "all".
 async fn fanouts(server: &Server, threads: &str) -> f64 {
     let series = format!("danmaku_fanouts_total{{threads=\"{threads}\"}}");
-    server
-        .metrics()
-        .await
-        .lines()
-        .filter_map(|l| l.strip_prefix(series.as_str()))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .sum()
+    server.metric(&series).await.unwrap_or(0.0)
 }

@@ -514,7 +514,7 @@ impl Api {
         body
     }
 
-    /// Sum of all samples of metric `name` (any labels), or None if absent.
+    /// Sum of all samples of metric `name` (any labels, or the one series `name{...}` names), or None if absent.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         metric_value(&self.metrics().await, name)
     }
@@ -580,7 +580,8 @@ pub fn assert_http_error(what: &str, status: u16, body: &str, want_status: u16, 
     );
 }
 
-/// Sum of the samples of `name` in a Prometheus text exposition.
+/// Sum of the samples of `name` in a Prometheus text exposition: every series of the metric, or, when `name`
+/// carries labels (`name{label="v"}`), that one series.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     let mut found = None;
     for line in text.lines() {
@@ -591,7 +592,11 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
             continue;
         };
         let series = series.trim();
-        let metric = series.split('{').next().unwrap_or("");
+        let metric = if name.contains('{') {
+            series
+        } else {
+            series.split('{').next().unwrap_or("")
+        };
         if metric == name
             && let Ok(v) = value.parse::<f64>()
         {
