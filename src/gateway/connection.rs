@@ -3,19 +3,22 @@
 //! socket is full, and leaves the room when it ends.
 //!
 //! An idle connection holds no buffer: reads go through a stack buffer and the decoder frees what it held.
+//! Replies are gathered ([`Replies`]) and written together, so a client that sends fast is not woken per reply.
 //!
 //! A viewer that keeps sending far past its rate limit (every send refused, [`FLOOD_REFUSALS`] in a row) is
 //! closed with 1008: each refusal is cheap, but answering an endless flood is not.
 
 use std::io;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::Gateway;
+use super::replies::{GATHER, Replies};
 use super::viewer::{Drain, Viewer};
 use crate::auth::Identity;
 use crate::logic::Sender;
@@ -72,6 +75,8 @@ pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes
         pinged: false,
         client_closed: false,
         refused_in_a_row: 0,
+        replies: Replies::default(),
+        beat_at: Instant::now(),
     };
     if !early.is_empty() && !matches!(conn.on_early(&early).await, Step::Continue) {
         return finish(&gw, &viewer, &join.room);
@@ -128,18 +133,28 @@ struct Conn<'a> {
     client_closed: bool,
     /// Sends refused by a rate limit since the last accepted one.
     refused_in_a_row: u32,
+    /// Answers to the viewer's messages, not yet written.
+    replies: Replies,
+    /// When the heartbeat next looks at the viewer's silence: the timer's deadline unless replies wait.
+    beat_at: Instant,
 }
 
 impl Conn<'_> {
     async fn serve(&mut self) {
         let ping = self.gw.ping_after();
         let idle = self.gw.idle_timeout();
-        let timer = tokio::time::sleep(ping);
+        self.beat_at = Instant::now() + ping;
+        let timer = tokio::time::sleep_until(self.beat_at);
         tokio::pin!(timer);
         let mut pending = false;
         // Once a close frame is queued, the viewer has `--close-timeout-secs` to take it.
         let mut closing = false;
         loop {
+            if closing {
+                self.replies.clear();
+            } else {
+                self.write_replies(timer.as_mut());
+            }
             let step = tokio::select! {
                 _ = self.viewer.wake.notified() => self.drain(&mut pending),
                 r = self.viewer.stream.writable(), if pending => match r {
@@ -170,6 +185,7 @@ impl Conn<'_> {
                         } else {
                             self.last_rx + ping
                         };
+                        self.beat_at = next;
                         timer.as_mut().reset(next);
                         Step::Continue
                     }
@@ -186,6 +202,24 @@ impl Conn<'_> {
                     .as_mut()
                     .reset(Instant::now() + self.gw.close_timeout());
             }
+        }
+    }
+
+    /// Writes the held replies if they are due. Replies not yet due go with a later read; the timer fetches them
+    /// only one [`GATHER`] after that, so that a client sending steadily never wakes the task by a timer.
+    fn write_replies(&mut self, timer: Pin<&mut Sleep>) {
+        if !self.replies.is_empty()
+            && let Some(frames) = self.replies.take(Instant::now())
+        {
+            metrics::counter!("danmaku_reply_writes_total").increment(1);
+            self.viewer.push(&frames, 0);
+        }
+        let wake = self
+            .replies
+            .due()
+            .map_or(self.beat_at, |due| (due + GATHER).min(self.beat_at));
+        if timer.deadline() != wake {
+            timer.reset(wake);
         }
     }
 
@@ -354,7 +388,7 @@ impl Conn<'_> {
                 return Step::Continue;
             }
         };
-        self.viewer.push(&frame, 0);
+        self.replies.hold(&frame);
         Step::Continue
     }
 

@@ -8,6 +8,7 @@ pub mod hot;
 pub mod moderation;
 pub mod origin;
 pub mod registry;
+pub mod replies;
 pub mod room;
 pub mod upgrade;
 pub mod viewer;
