@@ -13,9 +13,7 @@ use std::net::IpAddr;
 use common::nats::Nats;
 use common::*;
 use danmaku::gateway::connection::FLOOD_REFUSALS;
-use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "rate-limit-secret-0123456789abcdef-012345";
 /// One token an hour: no bucket refills during a test.
@@ -53,17 +51,6 @@ async fn assert_refusals_counted(server: &Server, kind: &str, n: u64) {
     let metrics = server.metrics().await;
     let series = format!("danmaku_rate_limited_total{{kind=\"{kind}\"}} {n}");
     assert!(metrics.contains(&series), "{series}:\n{metrics}");
-}
-
-/// Writes `n` sends (texts `flood I`, nonces `fI`) in one go, without waiting for any answer.
-async fn flood(ws: &mut Ws, n: usize) {
-    for i in 0..n {
-        let send = json!({"type": "send", "text": format!("flood {i}"), "nonce": format!("f{i}")});
-        within("feed", ws.feed(Message::text(send.to_string())))
-            .await
-            .expect("feed a send");
-    }
-    within("flush", ws.flush()).await.expect("flush the flood");
 }
 
 async fn ws_send(ws: &mut Ws, text: &str, nonce: &str) -> Value {

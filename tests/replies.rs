@@ -5,9 +5,6 @@
 mod common;
 
 use common::*;
-use futures_util::SinkExt;
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Sends written in one go.
 const SENDS: usize = 50;
@@ -22,13 +19,7 @@ async fn the_acks_of_sends_read_together_come_in_few_writes_and_in_order() {
         .await
         .unwrap_or(0.0);
 
-    for i in 0..SENDS {
-        let send = json!({"type": "send", "text": format!("fast {i}"), "nonce": format!("f{i}")});
-        within("feed", ws.feed(Message::text(send.to_string())))
-            .await
-            .expect("feed a send");
-    }
-    within("flush", ws.flush()).await.expect("flush the sends");
+    flood(&mut ws, SENDS).await;
     let mut last_id = 0;
     for i in 0..SENDS {
         let reply = await_reply(&mut ws).await;

@@ -735,6 +735,20 @@ where
     .expect("send text frame");
 }
 
+/// Writes `n` sends (texts `flood I`, nonces `fI`) in one go, without waiting for any answer.
+pub async fn flood<S>(ws: &mut WebSocketStream<S>, n: usize)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for i in 0..n {
+        let send = json!({"type": "send", "text": format!("flood {i}"), "nonce": format!("f{i}")});
+        within("feed", ws.feed(Message::text(send.to_string())))
+            .await
+            .expect("feed a send");
+    }
+    within("flush", ws.flush()).await.expect("flush the flood");
+}
+
 pub async fn send_json<S>(ws: &mut WebSocketStream<S>, v: &Value)
 where
     S: AsyncRead + AsyncWrite + Unpin,
