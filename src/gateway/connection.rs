@@ -75,8 +75,7 @@ pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes
         pinged: false,
         client_closed: false,
         refused_in_a_row: 0,
-        replies: Replies::default(),
-        beat_at: Instant::now(),
+        replies: None,
     };
     if !early.is_empty() && !matches!(conn.on_early(&early).await, Step::Continue) {
         return finish(&gw, &viewer, &join.room);
@@ -133,27 +132,24 @@ struct Conn<'a> {
     client_closed: bool,
     /// Sends refused by a rate limit since the last accepted one.
     refused_in_a_row: u32,
-    /// Answers to the viewer's messages, not yet written.
-    replies: Replies,
-    /// When the heartbeat next looks at the viewer's silence: the timer's deadline unless replies wait.
-    beat_at: Instant,
+    /// Answers to the viewer's messages, not yet written; boxed on the first one, since most viewers never send.
+    replies: Option<Box<Replies>>,
 }
 
 impl Conn<'_> {
     async fn serve(&mut self) {
         let ping = self.gw.ping_after();
         let idle = self.gw.idle_timeout();
-        self.beat_at = Instant::now() + ping;
-        let timer = tokio::time::sleep_until(self.beat_at);
+        let timer = tokio::time::sleep(ping);
         tokio::pin!(timer);
         let mut pending = false;
         // Once a close frame is queued, the viewer has `--close-timeout-secs` to take it.
         let mut closing = false;
         loop {
             if closing {
-                self.replies.clear();
+                self.replies = None;
             } else {
-                self.write_replies(timer.as_mut());
+                self.write_replies(timer.as_mut(), ping);
             }
             let step = tokio::select! {
                 _ = self.viewer.wake.notified() => self.drain(&mut pending),
@@ -185,7 +181,6 @@ impl Conn<'_> {
                         } else {
                             self.last_rx + ping
                         };
-                        self.beat_at = next;
                         timer.as_mut().reset(next);
                         Step::Continue
                     }
@@ -207,19 +202,20 @@ impl Conn<'_> {
 
     /// Writes the held replies if they are due. Replies not yet due go with a later read; the timer fetches them
     /// only one [`GATHER`] after that, so that a client sending steadily never wakes the task by a timer.
-    fn write_replies(&mut self, timer: Pin<&mut Sleep>) {
-        if !self.replies.is_empty()
-            && let Some(frames) = self.replies.take(Instant::now())
-        {
+    fn write_replies(&mut self, mut timer: Pin<&mut Sleep>, ping: Duration) {
+        let Some(replies) = self.replies.as_mut().filter(|r| !r.is_empty()) else {
+            return;
+        };
+        if let Some(frames) = replies.take(Instant::now()) {
             metrics::counter!("danmaku_reply_writes_total").increment(1);
             self.viewer.push(&frames, 0);
-        }
-        let wake = self
-            .replies
-            .due()
-            .map_or(self.beat_at, |due| (due + GATHER).min(self.beat_at));
-        if timer.deadline() != wake {
-            timer.reset(wake);
+            // Replies answer reads, and a read is what the heartbeat waits for: its next look is one ping interval
+            // after it (the timer may still point at a fetch that is no longer needed).
+            timer.as_mut().reset(self.last_rx + ping);
+        } else if let Some(fetch) = replies.due().map(|due| due + GATHER)
+            && fetch < timer.deadline()
+        {
+            timer.reset(fetch);
         }
     }
 
@@ -388,7 +384,7 @@ impl Conn<'_> {
                 return Step::Continue;
             }
         };
-        self.replies.hold(&frame);
+        self.replies.get_or_insert_default().hold(&frame);
         Step::Continue
     }
 

@@ -50,11 +50,6 @@ impl Replies {
         // Taken whole, so the connection keeps no buffer while it is quiet.
         Some(std::mem::take(&mut self.held).freeze())
     }
-
-    /// Forgets what is held (the viewer is being closed: nothing more is written to it).
-    pub fn clear(&mut self) {
-        self.held = BytesMut::new();
-    }
 }
 
 #[cfg(test)]
@@ -85,14 +80,5 @@ mod tests {
         let later = t0 + GATHER * 3;
         assert!(r.due().is_some_and(|d| d <= later));
         assert_eq!(r.take(later).as_deref(), Some(&b"e"[..]));
-    }
-
-    #[test]
-    fn cleared_replies_are_not_written() {
-        let mut r = Replies::default();
-        r.hold(b"x");
-        r.clear();
-        assert_eq!(r.due(), None);
-        assert_eq!(r.take(Instant::now()), None);
     }
 }
