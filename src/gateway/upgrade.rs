@@ -99,6 +99,7 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         let early = Bytes::copy_from_slice(&read_buf);
         drop(read_buf);
         let stream = io.into_inner();
+        forget_http_task(&stream);
         if task_gw.args.send_buffer_bytes > 0 {
             // Best effort: the kernel's autotuning stays if the cap cannot be set.
             let _ = socket2::SockRef::from(&stream)
@@ -126,6 +127,17 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     h.insert(header::SEC_WEBSOCKET_ACCEPT, key);
     res
+}
+
+/// Hyper's connection task waited on the socket's read readiness before the upgrade and left its waker in the
+/// socket's registration; the gateway waits with `readable()`, which keeps its own, so that waker, and with it the
+/// finished HTTP task's whole allocation (about 1.2 KiB), would stay until the viewer first sends something (its
+/// first pong, up to a ping interval later). Polling once with a no-op waker replaces it. When the socket is
+/// already readable nothing is stored and the next readiness event releases it.
+fn forget_http_task(stream: &TcpStream) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = stream.poll_read_ready(&mut cx);
+    let _ = stream.poll_write_ready(&mut cx);
 }
 
 fn parse_join(query: Option<&str>, auth: &Auth) -> Result<Join, Rejection> {
@@ -204,6 +216,35 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<HeaderValue, Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stands for hyper's connection task: counts the references its waker holds.
+    struct HttpTask;
+
+    impl std::task::Wake for HttpTask {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    #[tokio::test]
+    async fn the_http_tasks_waker_is_let_go_at_the_upgrade() -> std::io::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let _client = TcpStream::connect(listener.local_addr()?).await?;
+        let (stream, _) = listener.accept().await?;
+        let task = Arc::new(HttpTask);
+        let waker = std::task::Waker::from(task.clone());
+        // Nothing was sent: the read waits, and the socket keeps the waker, as after hyper's last read.
+        let empty = stream.try_read(&mut [0u8; 16]);
+        assert!(matches!(empty, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+        assert!(
+            stream
+                .poll_read_ready(&mut std::task::Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(waker);
+        assert_eq!(Arc::strong_count(&task), 2);
+        forget_http_task(&stream);
+        assert_eq!(Arc::strong_count(&task), 1);
+        Ok(())
+    }
 
     #[test]
     fn accept_key_matches_rfc_example() {
