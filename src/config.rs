@@ -340,11 +340,13 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub send_buffer_bytes: usize,
 
-    /// Seconds of silence from a viewer after which the server pings it.
+    /// Seconds of silence from a viewer after which the server pings it, unless its TCP stack acknowledged frames
+    /// sent to it within that time (that counts as hearing from it).
     #[arg(long, env = "DANMAKU_PING_SECS", default_value_t = 25)]
     pub ping_secs: u64,
 
-    /// Seconds of silence from a viewer after which it is closed (4000).
+    /// Seconds without hearing from a viewer (a message, a pong, acknowledged frames) after which it is closed
+    /// (4000).
     #[arg(long, env = "DANMAKU_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     pub idle_timeout_secs: u64,
 

@@ -1,6 +1,7 @@
 //! Liveness: the server pings a connection that has been silent for `--ping-secs`, closes
 //! it with 4000 when nothing at all arrives within `--idle-timeout-secs`, keeps a client
-//! that answers pings open, answers the application-level `{"type":"ping"}` with
+//! that answers pings open, neither pings nor closes one whose TCP stack acknowledges the
+//! frames it is sent, answers the application-level `{"type":"ping"}` with
 //! `{"type":"pong"}`, and drops a client that stalls in the HTTP handshake after
 //! `--handshake-timeout-secs`.
 
@@ -37,6 +38,43 @@ async fn silent_client_gets_ping_then_close_4000() {
             other => panic!("unexpected opcode {other:#x}: {frame:?}"),
         }
     }
+    server.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn viewer_taking_frames_is_neither_pinged_nor_closed() {
+    // The viewer never sends a byte, not even a pong, for twice the idle timeout; it only reads the comments the
+    // room keeps receiving, and its TCP stack acknowledging them is what the server hears.
+    let server = Server::start(&["--ping-secs", "1", "--idle-timeout-secs", "2"]).await;
+    let mut raw = RawWs::connect(server.addr, "/ws?room=busy").await;
+    let api = server.api();
+    let start = std::time::Instant::now();
+    let mut comments = 0;
+    while start.elapsed() < std::time::Duration::from_secs(4) {
+        let id = api.post_comment("busy", &format!("c{comments}")).await;
+        comments += 1;
+        // Each comment is awaited until its batch arrives: the room's window paces the loop.
+        loop {
+            let frame = within("the comment's batch", raw.read_frame())
+                .await
+                .expect("connection ended while comments flowed");
+            match frame.opcode {
+                OP_TEXT => {
+                    let msg = frame.json();
+                    let has_id = msg["msgs"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().any(|c| c["id"] == id));
+                    if msg["type"] == "batch" && has_id {
+                        break;
+                    }
+                }
+                other => panic!(
+                    "after {comments} comments, a frame that is not a batch: opcode {other:#x} {frame:?}"
+                ),
+            }
+        }
+    }
+    assert!(comments > 1);
     server.assert_healthy().await;
 }
 

@@ -1,6 +1,6 @@
 //! One viewer's connection task, from the end of the handshake to the close: joins the room (hello and recovery
-//! first, then live batches), answers the viewer's messages, pings it when silent, drains its queue when the
-//! socket is full, and leaves the room when it ends.
+//! first, then live batches), answers the viewer's messages, pings it when silent (unless it acknowledges the
+//! frames it is sent), drains its queue when the socket is full, and leaves the room when it ends.
 //!
 //! An idle connection holds no buffer: reads go through a stack buffer and the decoder frees what it held.
 //! Replies are gathered ([`Replies`]) and written together, so a client that sends fast is not woken per reply.
@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::time::{Instant, Sleep};
 
 use super::Gateway;
+use super::acked;
 use super::replies::{GATHER, Replies};
 use super::viewer::{Drain, Viewer};
 use crate::auth::Identity;
@@ -71,7 +72,8 @@ pub async fn run(gw: Arc<Gateway>, viewer: Arc<Viewer>, join: Join, early: Bytes
         viewer: &viewer,
         join: &join,
         decoder: Decoder::new(gw.max_message_bytes),
-        last_rx: Instant::now(),
+        last_heard: Instant::now(),
+        acked_mark: 0,
         pinged: false,
         client_closed: false,
         refused_in_a_row: 0,
@@ -126,7 +128,11 @@ struct Conn<'a> {
     viewer: &'a Arc<Viewer>,
     join: &'a Join,
     decoder: Decoder,
-    last_rx: Instant,
+    /// When the viewer last showed it is alive: its last read, or its TCP stack's last acknowledgement of our
+    /// frames (looked at when a ping would be due).
+    last_heard: Instant,
+    /// The low bits of what the peer had acknowledged at that last look ([`acked`]).
+    acked_mark: u32,
     pinged: bool,
     /// The viewer sent a close frame: ours only answers it.
     client_closed: bool,
@@ -162,14 +168,14 @@ impl Conn<'_> {
                     Err(_) => Step::End,
                 },
                 _ = &mut timer => {
-                    let silent = self.last_rx.elapsed();
+                    let silent = self.last_heard.elapsed();
                     if closing {
                         Step::End
                     } else if silent >= idle {
                         self.viewer.close(close::HEARTBEAT_TIMEOUT);
                         Step::Continue
                     } else {
-                        if silent >= ping && !self.pinged {
+                        if silent >= ping && !self.pinged && !self.frames_acked(ping) {
                             self.pinged = true;
                             self.viewer.push(&ws_codec::ping_frame(b""), 0);
                         }
@@ -177,9 +183,9 @@ impl Conn<'_> {
                         // interval on, so that the silence after a pong gets its own ping at `ping`, not at
                         // the idle deadline.
                         let next = if self.pinged {
-                            (self.last_rx + idle).min(Instant::now() + ping)
+                            (self.last_heard + idle).min(Instant::now() + ping)
                         } else {
-                            self.last_rx + ping
+                            self.last_heard + ping
                         };
                         timer.as_mut().reset(next);
                         Step::Continue
@@ -200,6 +206,21 @@ impl Conn<'_> {
         }
     }
 
+    /// A viewer that receives frames answers them: when its TCP stack acknowledged more of them since the last
+    /// look, and lately (within `ping`), that acknowledgement counts as hearing from it, and no ping is needed
+    /// ([`acked`] says why). A peer that stopped acknowledging is pinged at the next look.
+    fn frames_acked(&mut self, ping: Duration) -> bool {
+        let Some(now) = acked::acked(&self.viewer.stream) else {
+            return false;
+        };
+        let fresh = now.bytes != self.acked_mark && now.ago < ping;
+        self.acked_mark = now.bytes;
+        if fresh && let Some(at) = Instant::now().checked_sub(now.ago) {
+            self.last_heard = self.last_heard.max(at);
+        }
+        fresh
+    }
+
     /// Writes the held replies if they are due. Replies not yet due go with a later read; the timer fetches them
     /// only one [`GATHER`] after that, so that a client sending steadily never wakes the task by a timer.
     fn write_replies(&mut self, mut timer: Pin<&mut Sleep>, ping: Duration) {
@@ -211,7 +232,7 @@ impl Conn<'_> {
             self.viewer.push(&frames, 0);
             // Replies answer reads, and a read is what the heartbeat waits for: its next look is one ping interval
             // after it (the timer may still point at a fetch that is no longer needed).
-            timer.as_mut().reset(self.last_rx + ping);
+            timer.as_mut().reset(self.last_heard + ping);
         } else if let Some(fetch) = replies.due().map(|due| due + GATHER)
             && fetch < timer.deadline()
         {
@@ -297,7 +318,7 @@ impl Conn<'_> {
             match self.viewer.stream.try_read(&mut buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
-                    self.last_rx = Instant::now();
+                    self.last_heard = Instant::now();
                     self.pinged = false;
                     self.decoder.feed(&buf[..n], events)?;
                     budget = budget.saturating_sub(n);

@@ -2,6 +2,7 @@
 //! frame per window. It admits them under its limits: `--max-viewers` in all, and per address the connections
 //! held and opened per second (both counted in this process: each gateway of a cluster counts its own).
 
+pub mod acked;
 pub mod connection;
 pub mod fanout;
 pub mod hot;
