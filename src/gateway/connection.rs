@@ -210,12 +210,12 @@ impl Conn<'_> {
     /// look, and lately (within `ping`), that acknowledgement counts as hearing from it, and no ping is needed
     /// ([`acked`] says why). A peer that stopped acknowledging is pinged at the next look.
     fn frames_acked(&mut self, ping: Duration) -> bool {
-        let Some(now) = acked::acked(&self.viewer.stream) else {
+        let Some(seen) = acked::acked(&self.viewer.stream) else {
             return false;
         };
-        let fresh = now.bytes != self.acked_mark && now.ago < ping;
-        self.acked_mark = now.bytes;
-        if fresh && let Some(at) = Instant::now().checked_sub(now.ago) {
+        let fresh = seen.bytes != self.acked_mark && seen.ago < ping;
+        self.acked_mark = seen.bytes;
+        if fresh && let Some(at) = Instant::now().checked_sub(seen.ago) {
             self.last_heard = self.last_heard.max(at);
         }
         fresh
