@@ -34,6 +34,10 @@ use crate::protocol::messages::{BatchTail, ServerMsg, batch_frame, batch_frame_w
 /// than writing.
 const INLINE_FANOUT: usize = 256;
 
+/// A frame of at most this many comments is light: while a light, cheap frame is written, the next window may
+/// already open (see `opens_during_write`).
+const LIGHT_FRAME: usize = 32;
+
 pub struct Room {
     pub id: RoomId,
     pool: Arc<FanoutPool>,
@@ -178,7 +182,11 @@ impl Room {
         // The fan-out under way. The batcher goes on reading the feed meanwhile, but a window opens only once the
         // room's previous frame is written: under load, the fan-out's own length stretches the window, frames grow
         // and fewer of them are written (see docs/architecture.md, Batching).
-        let mut inflight: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+        // It answers the CPU time the writes took.
+        let mut inflight: Option<Pin<Box<dyn Future<Output = Duration> + Send>>> = None;
+        // The frame under way may overlap the next window (`opens_during_write`).
+        let mut overlap = false;
+        let mut last_cpu = Duration::ZERO;
         // The pending comments' window is open (the deadline is theirs).
         let mut armed = false;
         // The pending comments' window is over: they go out as soon as no fan-out is under way.
@@ -193,19 +201,21 @@ impl Room {
                     } else {
                         usize::MAX
                     };
+                    let before = batcher.pending.len();
                     let frame = batcher.frame(max, Instant::now());
+                    let taken = before - batcher.pending.len();
+                    overlap = opens_during_write(taken, last_cpu, batcher.room.spread_above);
                     due = !batcher.pending.is_empty() && settings.window.is_zero();
                     frame
                 } else {
+                    overlap = opens_during_write(0, last_cpu, batcher.room.spread_above);
                     online_due
                         .take()
                         .map(|count| (ServerMsg::Online { count }.frame(), 0))
                 };
                 if let Some((frame, tag)) = next {
                     let room = batcher.room.clone();
-                    inflight = Some(Box::pin(async move {
-                        room.fanout(&frame, tag).await;
-                    }));
+                    inflight = Some(Box::pin(async move { room.fanout(&frame, tag).await.cpu }));
                 }
             }
             tokio::select! {
@@ -217,7 +227,10 @@ impl Room {
                     }
                     if settings.window.is_zero() {
                         due = !batcher.pending.is_empty();
-                    } else if was_empty && !batcher.pending.is_empty() && inflight.is_none() {
+                    } else if was_empty
+                        && !batcher.pending.is_empty()
+                        && (inflight.is_none() || overlap)
+                    {
                         deadline.as_mut().reset(Instant::now() + settings.window);
                         armed = true;
                     }
@@ -226,12 +239,14 @@ impl Room {
                     armed = false;
                     due = true;
                 }
-                _ = async {
-                    if let Some(f) = inflight.as_mut() {
-                        f.await;
+                cpu = async {
+                    match inflight.as_mut() {
+                        Some(f) => f.await,
+                        None => Duration::ZERO,
                     }
                 }, if inflight.is_some() => {
                     inflight = None;
+                    last_cpu = cpu;
                     if !settings.window.is_zero() && !armed && !due && !batcher.pending.is_empty() {
                         deadline.as_mut().reset(Instant::now() + settings.window);
                         armed = true;
@@ -250,16 +265,21 @@ impl Room {
 
     /// Hands a frame that carries no comment (a deletion, a notice) to every member now, beside the batches.
     pub async fn broadcast(self: &Arc<Self>, frame: &Bytes) -> usize {
-        self.fanout(frame, 0).await
+        self.fanout(frame, 0).await.viewers
     }
 
-    /// Hands `frame` to every member; returns how many took it.
-    async fn fanout(self: &Arc<Self>, frame: &Bytes, tag: u64) -> usize {
+    /// Hands `frame` to every member; returns how many took it and the CPU time that took.
+    async fn fanout(self: &Arc<Self>, frame: &Bytes, tag: u64) -> Written {
         let started = std::time::Instant::now();
         let written = if self.members.load(Ordering::Relaxed) <= INLINE_FANOUT {
-            (0..self.shards.len())
+            let viewers = (0..self.shards.len())
                 .map(|i| self.write_shard(i, frame, tag))
-                .sum()
+                .sum();
+            // A few hundred writes in a row on this thread: their time is their CPU.
+            Written {
+                viewers,
+                cpu: started.elapsed(),
+            }
         } else {
             let spread = self.spread.load(Ordering::Relaxed);
             let threads = if spread {
@@ -267,20 +287,21 @@ impl Room {
             } else {
                 Threads::One(self.home)
             };
-            let Written { viewers, cpu } = self
+            let written = self
                 .pool
                 .write_all(self, self.shards.len(), frame, tag, threads)
                 .await;
             let label = if spread { "all" } else { "one" };
             metrics::counter!("danmaku_fanouts_total", "threads" => label).increment(1);
             self.spread.store(
-                spread_next(spread, cpu, self.spread_above),
+                spread_next(spread, written.cpu, self.spread_above),
                 Ordering::Relaxed,
             );
-            viewers
+            written
         };
-        metrics::counter!("danmaku_frames_out_total").increment(written as u64);
-        metrics::counter!("danmaku_bytes_out_total").increment((written * frame.len()) as u64);
+        metrics::counter!("danmaku_frames_out_total").increment(written.viewers as u64);
+        metrics::counter!("danmaku_bytes_out_total")
+            .increment((written.viewers * frame.len()) as u64);
         metrics::histogram!("danmaku_fanout_seconds").record(started.elapsed().as_secs_f64());
         written
     }
@@ -302,6 +323,16 @@ fn spread_next(spread: bool, cpu: Duration, above: Duration) -> bool {
     } else {
         cpu > above
     }
+}
+
+/// Whether the next window may open while a frame of `comments` comments is still being written, given that the
+/// room's last frame took `cpu` to write. A window normally opens only once the previous frame is written, so
+/// that under load frames grow instead of multiplying; but a comment that arrives just after a frame left then
+/// waits for that frame's writes and a whole window. Where frames are light (few comments) and cheap (written
+/// within half a window of CPU, `above`), overlapping costs at most one frame per window and keeps a comment's wait
+/// near the window: a hot room's frames are big, a big room's are dear, and both keep stretching.
+fn opens_during_write(comments: usize, cpu: Duration, above: Duration) -> bool {
+    comments <= LIGHT_FRAME && cpu <= above
 }
 
 /// The batcher's state between windows.
@@ -533,6 +564,19 @@ mod tests {
         assert!(!spread_next(true, ms(37), half));
         // No window: every frame that costs anything is spread.
         assert!(spread_next(false, Duration::from_nanos(1), Duration::ZERO));
+    }
+
+    #[test]
+    fn only_light_cheap_frames_let_the_next_window_open_during_their_write() {
+        let half = Duration::from_millis(50);
+        let ms = Duration::from_millis;
+        // A light room of 5k viewers: ~13 comments a frame, ~36 ms to write.
+        assert!(opens_during_write(13, ms(36), half));
+        assert!(opens_during_write(LIGHT_FRAME, half, half));
+        // A hot room: big frames keep stretching the window, however cheap.
+        assert!(!opens_during_write(LIGHT_FRAME + 1, ms(36), half));
+        // A big room: dear frames too, however light.
+        assert!(!opens_during_write(13, ms(51), half));
     }
 
     #[tokio::test]
