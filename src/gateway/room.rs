@@ -179,11 +179,10 @@ impl Room {
         let mut online = tokio::time::interval(settings.online_interval);
         online.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_online = None;
-        // The fan-out under way. The batcher goes on reading the feed meanwhile, but a window opens only once the
-        // room's previous frame is written: under load, the fan-out's own length stretches the window, frames grow
-        // and fewer of them are written (see docs/architecture.md, Batching). Light, cheap frames are the exception
-        // (`opens_during_write`).
-        // It answers the CPU time the writes took.
+        // The fan-out under way; it answers the CPU time its writes took. The batcher goes on reading the feed
+        // meanwhile, but a window opens only once the room's previous frame is written: under load, the fan-out's
+        // own length stretches the window, frames grow and fewer of them are written (see docs/architecture.md,
+        // Batching). Light, cheap frames are the exception (`opens_during_write`).
         let mut inflight: Option<Pin<Box<dyn Future<Output = Duration> + Send>>> = None;
         // The frame under way may overlap the next window (`opens_during_write`).
         let mut overlap = false;
