@@ -180,21 +180,13 @@ impl Room {
         online.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_online = None;
         // The fan-out under way; it answers the CPU time its writes took. The batcher goes on reading the feed
-        // meanwhile, but a window opens only once the room's previous frame is written: under load, the fan-out's
-        // own length stretches the window, frames grow and fewer of them are written (see docs/architecture.md,
-        // Batching). Light, cheap frames are the exception (`opens_during_write`).
+        // meanwhile; when the next window opens is `Windows`' call.
         let mut inflight: Option<Pin<Box<dyn Future<Output = Duration> + Send>>> = None;
-        // The frame under way may overlap the next window (`opens_during_write`).
-        let mut overlap = false;
-        let mut last_cpu = Duration::ZERO;
-        // The pending comments' window is open (the deadline is theirs).
-        let mut armed = false;
-        // The pending comments' window is over: they go out as soon as no fan-out is under way.
-        let mut due = false;
+        let mut windows = Windows::new(settings.window);
         let mut online_due = None;
         loop {
             if inflight.is_none() {
-                let next = if due {
+                let next = if windows.due {
                     // With no window, each comment is its own frame: they queue here behind the fan-out.
                     let max = if settings.window.is_zero() {
                         1
@@ -203,12 +195,11 @@ impl Room {
                     };
                     let before = batcher.pending.len();
                     let frame = batcher.frame(max, Instant::now());
-                    let taken = before - batcher.pending.len();
-                    overlap = opens_during_write(taken, last_cpu, batcher.room.spread_above);
-                    due = !batcher.pending.is_empty() && settings.window.is_zero();
+                    windows.writing(before - batcher.pending.len());
+                    windows.due = !batcher.pending.is_empty() && settings.window.is_zero();
                     frame
                 } else {
-                    overlap = opens_during_write(0, last_cpu, batcher.room.spread_above);
+                    windows.writing(0);
                     online_due
                         .take()
                         .map(|count| (ServerMsg::Online { count }.frame(), 0))
@@ -226,19 +217,15 @@ impl Room {
                         return;
                     }
                     if settings.window.is_zero() {
-                        due = !batcher.pending.is_empty();
+                        windows.due = !batcher.pending.is_empty();
                     } else if was_empty
                         && !batcher.pending.is_empty()
-                        && (inflight.is_none() || overlap)
+                        && let Some(at) = windows.first_comment(Instant::now(), inflight.is_some())
                     {
-                        deadline.as_mut().reset(Instant::now() + settings.window);
-                        armed = true;
+                        deadline.as_mut().reset(at);
                     }
                 }
-                _ = &mut deadline, if armed => {
-                    armed = false;
-                    due = true;
-                }
+                _ = &mut deadline, if windows.open() => windows.close(),
                 cpu = async {
                     match inflight.as_mut() {
                         Some(f) => f.await,
@@ -246,10 +233,8 @@ impl Room {
                     }
                 }, if inflight.is_some() => {
                     inflight = None;
-                    last_cpu = cpu;
-                    if !settings.window.is_zero() && !armed && !due && !batcher.pending.is_empty() {
-                        deadline.as_mut().reset(Instant::now() + settings.window);
-                        armed = true;
+                    if let Some(at) = windows.written(Instant::now(), cpu, !batcher.pending.is_empty()) {
+                        deadline.as_mut().reset(at);
                     }
                 }
                 _ = online.tick() => {
@@ -333,6 +318,73 @@ fn spread_next(spread: bool, cpu: Duration, above: Duration) -> bool {
 /// near the window: a hot room's frames are big, a big room's are dear, and both keep stretching.
 fn opens_during_write(comments: usize, cpu: Duration, above: Duration) -> bool {
     comments <= LIGHT_FRAME && cpu <= above
+}
+
+/// When a room's windows open and close, apart from the batcher's I/O. A window normally opens only once the
+/// room's previous frame is written: under load, the fan-out's own length stretches the window, frames grow and
+/// fewer of them are written (see docs/architecture.md, Batching). Light, cheap frames are the exception
+/// (`opens_during_write`).
+struct Windows {
+    window: Duration,
+    /// Half the window: the CPU a frame may take and still count as cheap.
+    cheap: Duration,
+    /// The pending comments' window is open and closes then.
+    closes: Option<Instant>,
+    /// The pending comments' window is over: they go out as soon as no fan-out is under way.
+    due: bool,
+    /// The frame under way lets the next window open during its write.
+    overlap: bool,
+    /// CPU the last frame written took.
+    last_cpu: Duration,
+}
+
+impl Windows {
+    fn new(window: Duration) -> Self {
+        Windows {
+            window,
+            cheap: window / 2,
+            closes: None,
+            due: false,
+            overlap: false,
+            last_cpu: Duration::ZERO,
+        }
+    }
+
+    fn open(&self) -> bool {
+        self.closes.is_some()
+    }
+
+    /// A frame of `comments` comments (0: not a batch) starts being written.
+    fn writing(&mut self, comments: usize) {
+        self.overlap = opens_during_write(comments, self.last_cpu, self.cheap);
+    }
+
+    /// The first comment of a new pending batch arrived at `now`, while a frame is being written or not. Answers
+    /// when its window closes, if it opened.
+    fn first_comment(&mut self, now: Instant, writing: bool) -> Option<Instant> {
+        if writing && !self.overlap {
+            return None;
+        }
+        self.closes = Some(now + self.window);
+        self.closes
+    }
+
+    /// The frame under way was written by `now`, in `cpu`; `pending`: comments wait. Answers when their window
+    /// closes, if it opened now.
+    fn written(&mut self, now: Instant, cpu: Duration, pending: bool) -> Option<Instant> {
+        self.last_cpu = cpu;
+        if self.window.is_zero() || self.closes.is_some() || self.due || !pending {
+            return None;
+        }
+        self.closes = Some(now + self.window);
+        self.closes
+    }
+
+    /// The window's deadline passed.
+    fn close(&mut self) {
+        self.closes = None;
+        self.due = true;
+    }
 }
 
 /// The batcher's state between windows.
@@ -577,6 +629,42 @@ mod tests {
         assert!(!opens_during_write(LIGHT_FRAME + 1, ms(36), half));
         // A big room: dear frames too, however light.
         assert!(!opens_during_write(13, ms(51), half));
+    }
+
+    #[test]
+    fn a_comment_during_a_light_cheap_write_opens_its_window_at_once() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = Windows::new(ms(100));
+        // The last frame took 36 ms of CPU; this one carries 13 comments.
+        assert_eq!(w.written(t0, ms(36), false), None);
+        w.writing(13);
+        // A comment 5 ms into the write: its window closes a window after it came, not after the write.
+        assert_eq!(w.first_comment(t0 + ms(5), true), Some(t0 + ms(105)));
+        assert_eq!(w.written(t0 + ms(40), ms(36), true), None);
+        w.close();
+        assert!(w.due && !w.open());
+    }
+
+    #[test]
+    fn a_comment_during_a_heavy_or_dear_write_waits_for_it() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut w = Windows::new(ms(100));
+        // A hot room's frame: ~135 comments.
+        w.written(t0, ms(36), false);
+        w.writing(135);
+        assert_eq!(w.first_comment(t0 + ms(5), true), None);
+        assert!(!w.open());
+        // Its window opens once the frame is written.
+        assert_eq!(w.written(t0 + ms(40), ms(36), true), Some(t0 + ms(140)));
+        // A big room's frame: few comments, but 120 ms of CPU the last time.
+        let mut w = Windows::new(ms(100));
+        w.written(t0, ms(120), false);
+        w.writing(13);
+        assert_eq!(w.first_comment(t0 + ms(5), true), None);
+        // With no frame under way the window opens at the first comment, whatever the frames cost.
+        assert_eq!(w.first_comment(t0 + ms(5), false), Some(t0 + ms(105)));
     }
 
     #[tokio::test]
