@@ -179,9 +179,9 @@ impl Room {
         let mut online = tokio::time::interval(settings.online_interval);
         online.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_online = None;
-        // The fan-out under way; it answers the CPU time its writes took. The batcher goes on reading the feed
-        // meanwhile; when the next window opens is `Windows`' call.
-        let mut inflight: Option<Pin<Box<dyn Future<Output = Duration> + Send>>> = None;
+        // The fan-out under way. The batcher goes on reading the feed meanwhile; when the next window opens is
+        // `Windows`' call.
+        let mut inflight: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let mut windows = Windows::new(settings.window);
         let mut online_due = None;
         loop {
@@ -195,18 +195,20 @@ impl Room {
                     };
                     let before = batcher.pending.len();
                     let frame = batcher.frame(max, Instant::now());
-                    windows.writing(before - batcher.pending.len());
+                    windows.writing(before - batcher.pending.len(), batcher.room.cheap());
                     windows.due = !batcher.pending.is_empty() && settings.window.is_zero();
                     frame
                 } else {
-                    windows.writing(0);
+                    windows.writing(0, batcher.room.cheap());
                     online_due
                         .take()
                         .map(|count| (ServerMsg::Online { count }.frame(), 0))
                 };
                 if let Some((frame, tag)) = next {
                     let room = batcher.room.clone();
-                    inflight = Some(Box::pin(async move { room.fanout(&frame, tag).await.cpu }));
+                    inflight = Some(Box::pin(async move {
+                        room.fanout(&frame, tag).await;
+                    }));
                 }
             }
             tokio::select! {
@@ -226,14 +228,13 @@ impl Room {
                     }
                 }
                 _ = &mut deadline, if windows.open() => windows.close(),
-                cpu = async {
-                    match inflight.as_mut() {
-                        Some(f) => f.await,
-                        None => Duration::ZERO,
+                _ = async {
+                    if let Some(f) = inflight.as_mut() {
+                        f.await;
                     }
                 }, if inflight.is_some() => {
                     inflight = None;
-                    if let Some(at) = windows.written(Instant::now(), cpu, !batcher.pending.is_empty()) {
+                    if let Some(at) = windows.written(Instant::now(), !batcher.pending.is_empty()) {
                         deadline.as_mut().reset(at);
                     }
                 }
@@ -250,21 +251,16 @@ impl Room {
 
     /// Hands a frame that carries no comment (a deletion, a notice) to every member now, beside the batches.
     pub async fn broadcast(self: &Arc<Self>, frame: &Bytes) -> usize {
-        self.fanout(frame, 0).await.viewers
+        self.fanout(frame, 0).await
     }
 
-    /// Hands `frame` to every member; returns how many took it and the CPU time that took.
-    async fn fanout(self: &Arc<Self>, frame: &Bytes, tag: u64) -> Written {
+    /// Hands `frame` to every member; returns how many took it.
+    async fn fanout(self: &Arc<Self>, frame: &Bytes, tag: u64) -> usize {
         let started = std::time::Instant::now();
         let written = if self.members.load(Ordering::Relaxed) <= INLINE_FANOUT {
-            let viewers = (0..self.shards.len())
+            (0..self.shards.len())
                 .map(|i| self.write_shard(i, frame, tag))
-                .sum();
-            // A few hundred writes in a row on this thread: their time is their CPU.
-            Written {
-                viewers,
-                cpu: started.elapsed(),
-            }
+                .sum()
         } else {
             let spread = self.spread.load(Ordering::Relaxed);
             let threads = if spread {
@@ -272,23 +268,28 @@ impl Room {
             } else {
                 Threads::One(self.home)
             };
-            let written = self
+            let Written { viewers, cpu } = self
                 .pool
                 .write_all(self, self.shards.len(), frame, tag, threads)
                 .await;
             let label = if spread { "all" } else { "one" };
             metrics::counter!("danmaku_fanouts_total", "threads" => label).increment(1);
             self.spread.store(
-                spread_next(spread, written.cpu, self.spread_above),
+                spread_next(spread, cpu, self.spread_above),
                 Ordering::Relaxed,
             );
-            written
+            viewers
         };
-        metrics::counter!("danmaku_frames_out_total").increment(written.viewers as u64);
-        metrics::counter!("danmaku_bytes_out_total")
-            .increment((written.viewers * frame.len()) as u64);
+        metrics::counter!("danmaku_frames_out_total").increment(written as u64);
+        metrics::counter!("danmaku_bytes_out_total").increment((written * frame.len()) as u64);
         metrics::histogram!("danmaku_fanout_seconds").record(started.elapsed().as_secs_f64());
         written
+    }
+
+    /// The room's frames are cheap: one thread writes each within half a window of CPU, so they are not spread
+    /// (`spread_next`; a room small enough to be written inline always is).
+    fn cheap(&self) -> bool {
+        !self.spread.load(Ordering::Relaxed)
     }
 
     /// Hands `frame` to one shard's members, from a snapshot taken under the shard's lock.
@@ -310,14 +311,14 @@ fn spread_next(spread: bool, cpu: Duration, above: Duration) -> bool {
     }
 }
 
-/// Whether the next window may open while a frame of `comments` comments is still being written, given that the
-/// room's last frame took `cpu` to write. A window normally opens only once the previous frame is written, so
-/// that under load frames grow instead of multiplying; but a comment that arrives just after a frame left then
-/// waits for that frame's writes and a whole window. Where frames are light (few comments) and cheap (written
-/// within half a window of CPU, `above`), overlapping costs at most one frame per window and keeps a comment's wait
-/// near the window: a hot room's frames are big, a big room's are dear, and both keep stretching.
-fn opens_during_write(comments: usize, cpu: Duration, above: Duration) -> bool {
-    comments <= LIGHT_FRAME && cpu <= above
+/// Whether the next window may open while a frame of `comments` comments is still being written, in a room whose
+/// frames are `cheap` (`Room::cheap`). A window normally opens only once the previous frame is written, so that
+/// under load frames grow instead of multiplying; but a comment that arrives just after a frame left then waits for
+/// that frame's writes and a whole window. Where frames are light (few comments) and cheap, overlapping costs at
+/// most one frame per window and keeps a comment's wait near the window: a hot room's frames are big, a big room's
+/// are dear, and both keep stretching.
+fn opens_during_write(comments: usize, cheap: bool) -> bool {
+    comments <= LIGHT_FRAME && cheap
 }
 
 /// When a room's windows open and close, apart from the batcher's I/O. A window normally opens only once the
@@ -326,27 +327,21 @@ fn opens_during_write(comments: usize, cpu: Duration, above: Duration) -> bool {
 /// (`opens_during_write`).
 struct Windows {
     window: Duration,
-    /// Half the window: the CPU a frame may take and still count as cheap.
-    cheap: Duration,
     /// The pending comments' window is open and closes then.
     closes: Option<Instant>,
     /// The pending comments' window is over: they go out as soon as no fan-out is under way.
     due: bool,
     /// The frame under way lets the next window open during its write.
     overlap: bool,
-    /// CPU the last frame written took.
-    last_cpu: Duration,
 }
 
 impl Windows {
     fn new(window: Duration) -> Self {
         Windows {
             window,
-            cheap: window / 2,
             closes: None,
             due: false,
             overlap: false,
-            last_cpu: Duration::ZERO,
         }
     }
 
@@ -354,9 +349,9 @@ impl Windows {
         self.closes.is_some()
     }
 
-    /// A frame of `comments` comments (0: not a batch) starts being written.
-    fn writing(&mut self, comments: usize) {
-        self.overlap = opens_during_write(comments, self.last_cpu, self.cheap);
+    /// A frame of `comments` comments (0: not a batch) starts being written, in a room whose frames are `cheap`.
+    fn writing(&mut self, comments: usize, cheap: bool) {
+        self.overlap = opens_during_write(comments, cheap);
     }
 
     /// The first comment of a new pending batch arrived at `now`, while a frame is being written or not. Answers
@@ -369,10 +364,9 @@ impl Windows {
         self.closes
     }
 
-    /// The frame under way was written by `now`, in `cpu`; `pending`: comments wait. Answers when their window
-    /// closes, if it opened now.
-    fn written(&mut self, now: Instant, cpu: Duration, pending: bool) -> Option<Instant> {
-        self.last_cpu = cpu;
+    /// The frame under way was written by `now`; `pending`: comments wait. Answers when their window closes, if
+    /// it opened now.
+    fn written(&mut self, now: Instant, pending: bool) -> Option<Instant> {
         if self.window.is_zero() || self.closes.is_some() || self.due || !pending {
             return None;
         }
@@ -620,15 +614,13 @@ mod tests {
 
     #[test]
     fn only_light_cheap_frames_let_the_next_window_open_during_their_write() {
-        let half = Duration::from_millis(50);
-        let ms = Duration::from_millis;
-        // A light room of 5k viewers: ~13 comments a frame, ~36 ms to write.
-        assert!(opens_during_write(13, ms(36), half));
-        assert!(opens_during_write(LIGHT_FRAME, half, half));
+        // A light room of 5k viewers: ~13 comments a frame, ~36 ms to write on one thread.
+        assert!(opens_during_write(13, true));
+        assert!(opens_during_write(LIGHT_FRAME, true));
         // A hot room: big frames keep stretching the window, however cheap.
-        assert!(!opens_during_write(LIGHT_FRAME + 1, ms(36), half));
+        assert!(!opens_during_write(LIGHT_FRAME + 1, true));
         // A big room: dear frames too, however light.
-        assert!(!opens_during_write(13, ms(51), half));
+        assert!(!opens_during_write(13, false));
     }
 
     #[test]
@@ -636,12 +628,12 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut w = Windows::new(ms(100));
-        // The last frame took 36 ms of CPU; this one carries 13 comments.
-        assert_eq!(w.written(t0, ms(36), false), None);
-        w.writing(13);
+        // The room's frames are cheap; this one carries 13 comments.
+        assert_eq!(w.written(t0, false), None);
+        w.writing(13, true);
         // A comment 5 ms into the write: its window closes a window after it came, not after the write.
         assert_eq!(w.first_comment(t0 + ms(5), true), Some(t0 + ms(105)));
-        assert_eq!(w.written(t0 + ms(40), ms(36), true), None);
+        assert_eq!(w.written(t0 + ms(40), true), None);
         w.close();
         assert!(w.due && !w.open());
     }
@@ -652,16 +644,16 @@ mod tests {
         let ms = Duration::from_millis;
         let mut w = Windows::new(ms(100));
         // A hot room's frame: ~135 comments.
-        w.written(t0, ms(36), false);
-        w.writing(135);
+        w.written(t0, false);
+        w.writing(135, true);
         assert_eq!(w.first_comment(t0 + ms(5), true), None);
         assert!(!w.open());
         // Its window opens once the frame is written.
-        assert_eq!(w.written(t0 + ms(40), ms(36), true), Some(t0 + ms(140)));
-        // A big room's frame: few comments, but 120 ms of CPU the last time.
+        assert_eq!(w.written(t0 + ms(40), true), Some(t0 + ms(140)));
+        // A big room's frame: few comments, but spread over the threads, past half a window of CPU.
         let mut w = Windows::new(ms(100));
-        w.written(t0, ms(120), false);
-        w.writing(13);
+        w.written(t0, false);
+        w.writing(13, false);
         assert_eq!(w.first_comment(t0 + ms(5), true), None);
         // With no frame under way the window opens at the first comment, whatever the frames cost.
         assert_eq!(w.first_comment(t0 + ms(5), false), Some(t0 + ms(105)));
