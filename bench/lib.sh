@@ -16,18 +16,16 @@ build() {
   cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml"
 }
 
-# Installs the peers (Bun, Node ws, raw writer) if they are not built yet, or the raw writer's source is newer.
+# Installs the peers (Bun, Node ws, raw writer) if they are not built yet.
 need_peers() {
-  local raw=$ROOT/bench/peers/raw/target/release/raw-peer
-  if [ ! -x "$raw" ] || [ "$raw" -ot "$ROOT/bench/peers/raw/src/main.rs" ] \
-    || [ ! -x "$ROOT/bench/peers/node_modules/.bin/bun" ] || [ ! -d "$ROOT/bench/peers/node_modules/ws" ]; then
+  if [ ! -x "$ROOT/bench/peers/raw/target/release/raw-peer" ] || [ ! -x "$ROOT/bench/peers/node_modules/.bin/bun" ] \
+    || [ ! -d "$ROOT/bench/peers/node_modules/ws" ]; then
     "$ROOT/bench/peers/install" >&2
   fi
 }
 
 # start_server KIND [danmaku serve flags...]: sets SERVER_PID and SERVER_PORT. KIND: danmaku (rate limits lifted),
-# bun, node-ws, raw; danmaku-system and raw-reno are danmaku with its viewer sockets under the host's congestion
-# control (the peers' lot: they cannot choose) and the raw writer with its sockets under Reno (danmaku's default).
+# bun, node-ws, raw.
 start_server() {
   SERVER_ARGS=("$@")
   local kind=$1; shift
@@ -37,13 +35,9 @@ start_server() {
   rm -f "$log" "$log.err"
   case $kind in
     danmaku) "$DANMAKU" serve --listen 127.0.0.1:0 "${NO_LIMITS[@]}" "$@" >"$log" 2>"$log.err" & ;;
-    danmaku-system) "$DANMAKU" serve --listen 127.0.0.1:0 "${NO_LIMITS[@]}" --viewer-tcp-congestion system "$@" \
-      >"$log" 2>"$log.err" & ;;
     bun) "$ROOT/bench/peers/node_modules/.bin/bun" "$ROOT/bench/peers/bun/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
     node-ws) node "$ROOT/bench/peers/node-ws/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
     raw) "$ROOT/bench/peers/raw/target/release/raw-peer" --port 0 --batch-ms 100 --threads 2 >"$log" 2>"$log.err" & ;;
-    raw-reno) "$ROOT/bench/peers/raw/target/release/raw-peer" --port 0 --batch-ms 100 --threads 2 --tcp-congestion reno \
-      >"$log" 2>"$log.err" & ;;
     *) echo "unknown server kind $kind" >&2; return 2 ;;
   esac
   SERVER_PID=$!
@@ -75,7 +69,7 @@ STEAL_TRIES=${STEAL_TRIES:-4}
 run_bench() {
   local kind=$1 label=$2; shift 2
   local proto=v1 try steal
-  case $kind in danmaku*) ;; *) proto=plain ;; esac
+  [ "$kind" = danmaku ] || proto=plain
   for try in $(seq 1 "$STEAL_TRIES"); do
     echo "== $label: danmaku bench --protocol $proto $*" >&2
     "$DANMAKU" bench --url "ws://127.0.0.1:$SERVER_PORT" --protocol "$proto" --server-pid "$SERVER_PID" \
@@ -94,5 +88,5 @@ run_bench() {
 }
 
 machine() {
-  echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), open files $(ulimit -Hn), TCP congestion control $(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)"
+  echo "machine: $(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr), open files $(ulimit -Hn)"
 }

@@ -340,12 +340,6 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_SEND_BUFFER_BYTES", default_value_t = 256 * 1024)]
     pub send_buffer_bytes: usize,
 
-    /// TCP congestion control of each viewer socket (`system`: the host's default). Reno spends least per send on
-    /// the small periodic frames viewers get; `bbr` recovers faster on long lossy paths. A name the kernel refuses
-    /// stops the start.
-    #[arg(long, env = "DANMAKU_VIEWER_TCP_CONGESTION", default_value = "reno")]
-    pub viewer_tcp_congestion: String,
-
     /// Seconds of silence from a viewer after which the server pings it, unless its TCP stack acknowledged frames
     /// sent to it within that time (that counts as hearing from it).
     #[arg(long, env = "DANMAKU_PING_SECS", default_value_t = 25)]

@@ -11,7 +11,6 @@ pub mod origin;
 pub mod registry;
 pub mod replies;
 pub mod room;
-pub mod socket_tuning;
 pub mod upgrade;
 pub mod viewer;
 
@@ -35,7 +34,6 @@ use crate::protocol::ws_codec::close;
 use fanout::FanoutPool;
 use registry::Registry;
 use room::BatchSettings;
-use socket_tuning::SocketTuning;
 
 /// The wait suggested to an address refused for holding `--max-connections-per-ip` connections: a place frees
 /// only when one of them closes, which no clock predicts.
@@ -59,8 +57,6 @@ pub struct Gateway {
     per_ip: Arc<Occupancy<IpAddr>>,
     /// Handshakes per address, against `--new-connections-per-ip`.
     new_per_ip: KeyedLimiter<IpAddr>,
-    /// The kernel settings of every viewer socket.
-    tuning: SocketTuning,
 }
 
 impl Gateway {
@@ -83,7 +79,6 @@ impl Gateway {
             n => n,
         };
         let pool = Arc::new(FanoutPool::new(threads)?);
-        let tuning = SocketTuning::new(args.send_buffer_bytes, &args.viewer_tcp_congestion)?;
         Ok(Gateway {
             registry: Registry::new(bus.clone(), settings, pool, tasks.clone()),
             origins: origin::OriginPolicy::new(&args.allowed_origins),
@@ -101,7 +96,6 @@ impl Gateway {
             tasks,
             stopping: AtomicBool::new(false),
             admitted: AtomicUsize::new(0),
-            tuning,
         })
     }
 

@@ -23,7 +23,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use sha1::{Digest, Sha1};
 use slab::Slab;
 
-const USAGE: &str = "usage: raw-peer [--port N (9001, 0 = any)] [--batch-ms N (100, 0 = at once)] [--threads N (2)] [--tcp-congestion NAME (the host's default)]";
+const USAGE: &str = "usage: raw-peer [--port N (9001, 0 = any)] [--batch-ms N (100, 0 = at once)] [--threads N (2)]";
 /// Longest HTTP request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
 /// Largest client message (a comment); a bigger one closes the connection with 1009.
@@ -42,8 +42,6 @@ struct Args {
     port: u16,
     batch_ms: u64,
     threads: usize,
-    /// TCP congestion control of every accepted socket; None: the host's default.
-    congestion: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,7 +49,6 @@ fn parse_args() -> Result<Args, String> {
         port: 9001,
         batch_ms: 100,
         threads: 2,
-        congestion: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -74,18 +71,11 @@ fn parse_args() -> Result<Args, String> {
             "--port" => args.port = value().and_then(|v| v.parse().map_err(bad(v)))?,
             "--batch-ms" => args.batch_ms = value().and_then(|v| v.parse().map_err(bad(v)))?,
             "--threads" => args.threads = value().and_then(|v| v.parse().map_err(bad(v)))?,
-            "--tcp-congestion" => args.congestion = Some(value()?),
             _ => return Err(format!("unknown argument: {arg}")),
         }
     }
     if args.threads == 0 {
         return Err("--threads must be at least 1".into());
-    }
-    if let Some(name) = &args.congestion {
-        // Refused names stop the start rather than being ignored on every socket.
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .and_then(|probe| probe.set_tcp_congestion(name.as_bytes()))
-            .map_err(|e| format!("--tcp-congestion {name}: {e}"))?;
     }
     Ok(args)
 }
@@ -778,9 +768,6 @@ fn main() {
                     continue;
                 }
                 let _ = s.set_nodelay(true);
-                if let Some(name) = &args.congestion {
-                    let _ = socket2::SockRef::from(&s).set_tcp_congestion(name.as_bytes());
-                }
                 workers[next % workers.len()].send(Msg::Conn(s));
                 next = next.wrapping_add(1);
             }
