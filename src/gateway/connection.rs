@@ -8,13 +8,16 @@
 //! A viewer that keeps sending far past its rate limit (every send refused, [`FLOOD_REFUSALS`] in a row) is
 //! closed with 1008: each refusal is cheap, but answering an endless flood is not.
 
-use std::io;
+use std::io::{self, Read as _};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use socket2::SockRef;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::Gateway;
@@ -315,16 +318,19 @@ impl Conn<'_> {
         let mut buf = [0u8; 4096];
         let mut budget = READ_BUDGET;
         loop {
-            match self.viewer.stream.try_read(&mut buf) {
-                Ok(0) => return Ok(false),
-                Ok(n) => {
-                    self.last_heard = Instant::now();
-                    self.pinged = false;
-                    self.decoder.feed(&buf[..n], events)?;
+            match read_some(&self.viewer.stream, &mut buf) {
+                Ok(Got::Closed) => return Ok(false),
+                Ok(Got::Some(n)) => {
+                    self.heard(&buf[..n], events)?;
                     budget = budget.saturating_sub(n);
                     if budget == 0 {
                         return Ok(true);
                     }
+                }
+                Ok(Got::All(n)) => {
+                    self.heard(&buf[..n], events)?;
+                    self.decoder.shrink();
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.decoder.shrink();
@@ -333,6 +339,12 @@ impl Conn<'_> {
                 Err(_) => return Ok(false),
             }
         }
+    }
+
+    fn heard(&mut self, bytes: &[u8], events: &mut Vec<Event>) -> Result<(), ProtocolError> {
+        self.last_heard = Instant::now();
+        self.pinged = false;
+        self.decoder.feed(bytes, events)
     }
 
     /// Bytes that arrived with the handshake, before the connection task took the socket.
@@ -435,5 +447,85 @@ impl Gateway {
 
     fn close_timeout(&self) -> Duration {
         Duration::from_secs(self.args.close_timeout_secs)
+    }
+}
+
+/// What one read found.
+#[derive(Debug, PartialEq, Eq)]
+enum Got {
+    /// The peer closed its side.
+    Closed,
+    /// `n` bytes, which filled the buffer: more may wait.
+    Some(usize),
+    /// `n` bytes, all there was.
+    All(usize),
+}
+
+/// Reads what the socket has into `buf`. A read that does not fill `buf` took all there was, and clears the socket's
+/// read readiness, as tokio's own `AsyncRead` does: without that, every message from a sender that sends one at a
+/// time cost a second `recv` that only answers "would block". (Readiness that arrived meanwhile is not lost: tokio
+/// clears it only if no newer event came.)
+fn read_some(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Got> {
+    let mut all = None;
+    let read = stream.try_io(Interest::READABLE, || {
+        let socket = SockRef::from(stream);
+        let n = (&*socket).read(buf)?;
+        if n > 0 && n < buf.len() {
+            all = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (all, read) {
+        (Some(n), _) => Ok(Got::All(n)),
+        (None, Ok(0)) => Ok(Got::Closed),
+        (None, Ok(n)) => Ok(Got::Some(n)),
+        (None, Err(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::{Context, Poll, Waker};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    fn read_ready(stream: &TcpStream) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(stream.poll_read_ready(&mut cx), Poll::Ready(Ok(())))
+    }
+
+    #[tokio::test]
+    async fn a_read_that_takes_all_there_was_clears_the_readiness_and_new_bytes_bring_it_back() {
+        let (server, mut client) = pair().await;
+        client.write_all(b"0123456789").await.unwrap();
+        server.readable().await.unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            read_some(&server, &mut buf).unwrap(),
+            Got::Some(8),
+            "a full buffer: more may wait"
+        );
+        assert!(read_ready(&server));
+        assert_eq!(read_some(&server, &mut buf).unwrap(), Got::All(2));
+        assert_eq!(&buf[..2], b"89");
+        // No read is needed to learn that the socket is empty.
+        assert!(!read_ready(&server));
+        client.write_all(b"abc").await.unwrap();
+        server.readable().await.unwrap();
+        assert_eq!(read_some(&server, &mut buf).unwrap(), Got::All(3));
+        drop(client);
+        server.readable().await.unwrap();
+        assert_eq!(read_some(&server, &mut buf).unwrap(), Got::Closed);
     }
 }

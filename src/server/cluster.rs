@@ -105,6 +105,8 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
         return Ok(());
     };
     let client = bus.client().clone();
+    // Before the logic: it takes its metric handles from the recorder when it is made.
+    let prometheus = metrics::install();
     let logic = Arc::new(
         Logic::new(Arc::new(Bus::Nats(Box::new(bus))), args.logic.clone(), auth)
             .map_err(std::io::Error::other)?,
@@ -120,7 +122,6 @@ pub async fn logic(args: LogicNodeArgs) -> std::io::Result<()> {
     ));
     let listener = bind(args.listen, true)?;
     let addr = listener.local_addr()?;
-    let prometheus = metrics::install();
     let app = logic::http::routes(logic.clone())
         .merge(logic::admin::routes(logic))
         .merge(common_routes(prometheus));
