@@ -10,6 +10,7 @@ pub mod moderation;
 pub mod origin;
 pub mod registry;
 pub mod replies;
+pub mod ring;
 pub mod room;
 pub mod upgrade;
 pub mod viewer;

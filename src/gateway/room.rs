@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::fanout::{FanoutPool, Threads, Written};
 use super::hot::{self, Bucket, Fate, Item};
-use super::viewer::Viewer;
+use super::ring::{self, SendRing};
+use super::viewer::{Begin, Viewer};
 use crate::bus::{Bus, Entry, Feed};
 use crate::protocol::RoomId;
 use crate::protocol::messages::{BatchTail, ServerMsg, batch_frame, batch_frame_with};
@@ -296,6 +297,42 @@ impl Room {
     pub(super) fn write_shard(&self, shard: usize, frame: &Bytes, tag: u64) -> usize {
         let members = self.shards[shard].lock().snapshot();
         members.iter().filter(|v| v.push(frame, tag)).count()
+    }
+
+    /// [`Room::write_shard`] with the sends submitted [`ring::BATCH`] at a time through `ring`.
+    pub(super) fn write_shard_batched(
+        &self,
+        shard: usize,
+        frame: &Bytes,
+        tag: u64,
+        ring: &mut SendRing,
+    ) -> usize {
+        let members = self.shards[shard].lock().snapshot();
+        let mut taken = 0;
+        let mut flight: Vec<&Viewer> = Vec::with_capacity(ring::BATCH);
+        let mut fds = Vec::with_capacity(ring::BATCH);
+        let mut results = Vec::with_capacity(ring::BATCH);
+        for chunk in members.chunks(ring::BATCH) {
+            flight.clear();
+            fds.clear();
+            for v in chunk.iter() {
+                match v.begin_send(frame, tag) {
+                    Begin::Send(fd) => {
+                        flight.push(v);
+                        fds.push(fd);
+                    }
+                    Begin::Done(took) => taken += usize::from(took),
+                }
+            }
+            if fds.is_empty() {
+                continue;
+            }
+            ring.send_all(&fds, frame, &mut results);
+            for (v, result) in flight.iter().zip(results.drain(..)) {
+                taken += usize::from(v.sent(result));
+            }
+        }
+        taken
     }
 }
 

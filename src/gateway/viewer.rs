@@ -10,11 +10,12 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use socket2::SockRef;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -59,6 +60,18 @@ struct Outbox {
     held: Vec<(Bytes, u64)>,
     /// While frames wait: when the socket last took bytes (or refused the first of them).
     progress: Option<Instant>,
+    /// `queue.front()` is being sent by a fan-out thread's batch ([`Viewer::begin_send`]): nobody else writes to
+    /// the socket until [`Viewer::sent`] says what it took.
+    in_flight: bool,
+}
+
+/// How [`Viewer::begin_send`] took a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// Send it on this socket, then call [`Viewer::sent`].
+    Send(RawFd),
+    /// Handled already; whether the viewer takes frames.
+    Done(bool),
 }
 
 /// What a drain achieved.
@@ -95,6 +108,7 @@ impl Viewer {
                 state: State::Holding,
                 held: Vec::new(),
                 progress: None,
+                in_flight: false,
             }),
             wake: Notify::new(),
             slot: AtomicUsize::new(usize::MAX),
@@ -122,29 +136,15 @@ impl Viewer {
                     // Straight to the socket, not through the runtime's readiness state: that would be one more
                     // allocation to touch per viewer and frame, and an empty queue means nothing waits for it. A
                     // refusal is queued, and the connection task's own write then waits for writability.
-                    match SockRef::from(&self.stream).send_with_flags(frame, libc::MSG_NOSIGNAL) {
-                        Ok(n) if n == frame.len() => return true,
-                        Ok(n) => {
-                            ob.queue.push_back(frame.clone());
-                            ob.head_sent = n;
-                            ob.queued = frame.len() - n;
-                            ob.progress = Some(Instant::now());
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            ob.queue.push_back(frame.clone());
-                            ob.queued = frame.len();
-                            ob.progress = Some(Instant::now());
-                        }
-                        Err(_) => {
-                            ob.state = State::Closed;
-                            drop(ob);
-                            self.wake.notify_one();
-                            return false;
-                        }
+                    let result =
+                        SockRef::from(&self.stream).send_with_flags(frame, libc::MSG_NOSIGNAL);
+                    if matches!(result, Ok(n) if n == frame.len()) {
+                        return true;
                     }
-                    drop(ob);
-                    self.wake.notify_one();
-                    return true;
+                    ob.queue.push_back(frame.clone());
+                    ob.head_sent = 0;
+                    ob.queued = frame.len();
+                    return self.settle(ob, result);
                 }
                 ob.queue.push_back(frame.clone());
                 ob.queued += frame.len();
@@ -156,6 +156,63 @@ impl Viewer {
                 true
             }
         }
+    }
+
+    /// Starts handing the viewer a frame through a batch of sends: `Send(fd)` when the caller is to send `frame` on
+    /// `fd` and then report with [`Viewer::sent`] (the frame is queued as in flight meanwhile, so whatever else is
+    /// pushed waits behind it); otherwise the frame was handled as [`Viewer::push`] would, which answered `Done`.
+    pub fn begin_send(&self, frame: &Bytes, tag: u64) -> Begin {
+        let mut ob = self.outbox.lock();
+        if ob.state == State::Open && ob.queue.is_empty() {
+            ob.queue.push_back(frame.clone());
+            ob.head_sent = 0;
+            ob.queued = frame.len();
+            ob.in_flight = true;
+            return Begin::Send(self.stream.as_raw_fd());
+        }
+        drop(ob);
+        Begin::Done(self.push(frame, tag))
+    }
+
+    /// What the send started by [`Viewer::begin_send`] answered. False when the viewer no longer takes frames.
+    pub fn sent(&self, result: io::Result<usize>) -> bool {
+        let mut ob = self.outbox.lock();
+        ob.in_flight = false;
+        self.settle(ob, result)
+    }
+
+    /// Records what a send of `queue.front()`, none of it written before, answered; wakes the connection task when
+    /// bytes are left for it to write. False when the socket failed.
+    fn settle(&self, mut ob: MutexGuard<'_, Outbox>, result: io::Result<usize>) -> bool {
+        let front = ob.queue.front().map_or(0, Bytes::len);
+        match result {
+            Ok(n) if n >= front => {
+                ob.queue.pop_front();
+                ob.queued = ob.queued.saturating_sub(front);
+                if ob.queue.is_empty() {
+                    // Nothing came meanwhile: the common case, with no task to wake.
+                    return true;
+                }
+            }
+            Ok(n) => {
+                ob.head_sent = n;
+                ob.queued = ob.queued.saturating_sub(n);
+                ob.progress = Some(Instant::now());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ob.progress = Some(Instant::now());
+            }
+            Err(_) => {
+                ob.state = State::Closed;
+                drop(ob);
+                self.wake.notify_one();
+                return false;
+            }
+        }
+        // Bytes wait (the rest of this frame, or what was queued behind it): the connection task writes them.
+        drop(ob);
+        self.wake.notify_one();
+        true
     }
 
     /// Ends the joining phase: `first` frames go out before everything fanned out meanwhile, of which the frames
@@ -191,7 +248,7 @@ impl Viewer {
         if code == close::SLOW_CONSUMER {
             metrics::counter!("danmaku_slow_viewer_closes_total").increment(1);
         }
-        if ob.head_sent > 0 {
+        if ob.head_sent > 0 || ob.in_flight {
             ob.queue.truncate(1);
         } else {
             ob.queue.clear();
@@ -209,6 +266,10 @@ impl Viewer {
         let mut ob = self.outbox.lock();
         if ob.state == State::Closed {
             return Drain::Failed;
+        }
+        if ob.in_flight {
+            // A fan-out thread is sending the front frame; it wakes the task once it knows what the socket took.
+            return Drain::Idle;
         }
         while !ob.queue.is_empty() {
             let written = {
@@ -272,5 +333,104 @@ fn close_reason(code: u16) -> &'static str {
         close::PROTOCOL_ERROR => "protocol error",
         close::POLICY_VIOLATION => "sending far past the rate limit",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// An open viewer on a real socket, and the client end of it (blocking).
+    async fn open_viewer() -> (Viewer, std::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let viewer = Viewer::new(1, None, server, 1 << 20, Duration::from_secs(3600));
+        viewer.release(Vec::new(), 0);
+        assert_eq!(viewer.drain(), Drain::Idle);
+        (viewer, client)
+    }
+
+    fn send_now(viewer: &Viewer, bytes: &[u8]) -> io::Result<usize> {
+        SockRef::from(&viewer.stream).send_with_flags(bytes, libc::MSG_NOSIGNAL)
+    }
+
+    fn read_n(client: &mut std::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn what_comes_during_a_batched_send_waits_behind_it_and_follows_in_order() {
+        let (viewer, mut client) = open_viewer().await;
+        let a = Bytes::from_static(b"first");
+        let b = Bytes::from_static(b"second");
+        let Begin::Send(fd) = viewer.begin_send(&a, 1) else {
+            panic!("an open viewer with nothing queued is sent to directly");
+        };
+        assert_eq!(fd, viewer.stream.as_raw_fd());
+        assert!(viewer.push(&b, 2));
+        // Nobody else writes while the batch holds the socket.
+        assert_eq!(viewer.drain(), Drain::Idle);
+        assert_eq!(viewer.outbox.lock().queue.len(), 2);
+        let took = send_now(&viewer, &a);
+        assert!(viewer.sent(took));
+        assert_eq!(viewer.drain(), Drain::Idle);
+        assert_eq!(read_n(&mut client, 11), b"firstsecond");
+        assert!(viewer.outbox.lock().queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batched_send_that_took_part_or_nothing_is_finished_by_the_connection_task() {
+        let (viewer, mut client) = open_viewer().await;
+        let a = Bytes::from_static(b"partial frame");
+        let Begin::Send(_) = viewer.begin_send(&a, 1) else {
+            panic!("sent directly");
+        };
+        let took = send_now(&viewer, &a[..4]);
+        assert!(viewer.sent(took));
+        assert_eq!(viewer.outbox.lock().queued, a.len() - 4);
+        assert_eq!(viewer.drain(), Drain::Idle);
+        assert_eq!(read_n(&mut client, a.len()), &a[..]);
+
+        let Begin::Send(_) = viewer.begin_send(&a, 2) else {
+            panic!("sent directly");
+        };
+        assert!(viewer.sent(Err(io::ErrorKind::WouldBlock.into())));
+        assert_eq!(viewer.drain(), Drain::Idle);
+        assert_eq!(read_n(&mut client, a.len()), &a[..]);
+    }
+
+    #[tokio::test]
+    async fn closing_during_a_batched_send_keeps_the_frame_whole_then_sends_the_close() {
+        let (viewer, mut client) = open_viewer().await;
+        let a = Bytes::from_static(b"in flight");
+        let Begin::Send(_) = viewer.begin_send(&a, 1) else {
+            panic!("sent directly");
+        };
+        viewer.close(close::GOING_AWAY);
+        assert_eq!(viewer.begin_send(&a, 2), Begin::Done(false));
+        let took = send_now(&viewer, &a[..2]);
+        assert!(viewer.sent(took));
+        assert_eq!(viewer.drain(), Drain::Closed);
+        let close = ws_codec::close_frame(close::GOING_AWAY, close_reason(close::GOING_AWAY));
+        let got = read_n(&mut client, a.len() + close.len());
+        assert_eq!(&got[..a.len()], &a[..]);
+        assert_eq!(&got[a.len()..], &close[..]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batched_send_closes_the_viewer() {
+        let (viewer, _client) = open_viewer().await;
+        let a = Bytes::from_static(b"lost");
+        let Begin::Send(_) = viewer.begin_send(&a, 1) else {
+            panic!("sent directly");
+        };
+        assert!(!viewer.sent(Err(io::ErrorKind::BrokenPipe.into())));
+        assert!(viewer.is_closing());
+        assert_eq!(viewer.drain(), Drain::Failed);
+        assert_eq!(viewer.begin_send(&a, 2), Begin::Done(false));
     }
 }
