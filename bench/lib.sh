@@ -25,7 +25,7 @@ need_peers() {
 }
 
 # start_server KIND [danmaku serve flags...]: sets SERVER_PID and SERVER_PORT. KIND: danmaku (rate limits lifted),
-# bun, node-ws, raw.
+# bun, node-ws, raw, raw-uring (the raw peer with its fan-out sends submitted through an io_uring per thread).
 start_server() {
   SERVER_ARGS=("$@")
   local kind=$1; shift
@@ -38,6 +38,7 @@ start_server() {
     bun) "$ROOT/bench/peers/node_modules/.bin/bun" "$ROOT/bench/peers/bun/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
     node-ws) node "$ROOT/bench/peers/node-ws/server.js" --port 0 --batch-ms 100 >"$log" 2>"$log.err" & ;;
     raw) "$ROOT/bench/peers/raw/target/release/raw-peer" --port 0 --batch-ms 100 --threads 2 >"$log" 2>"$log.err" & ;;
+    raw-uring) "$ROOT/bench/peers/raw/target/release/raw-peer" --port 0 --batch-ms 100 --threads 2 --uring >"$log" 2>"$log.err" & ;;
     *) echo "unknown server kind $kind" >&2; return 2 ;;
   esac
   SERVER_PID=$!

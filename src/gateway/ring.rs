@@ -16,14 +16,16 @@ use io_uring::{IoUring, opcode, types};
 pub const BATCH: usize = 256;
 
 pub struct SendRing {
-    ring: IoUring,
+    /// None once a submission failed: the sends it left in the queue point at a frame that is gone by the next
+    /// batch, so the ring is dropped rather than submitted again, and the thread sends one by one from then on.
+    ring: Option<IoUring>,
 }
 
 impl SendRing {
     /// A ring for the calling thread, or None where the kernel refuses one (the caller then sends one by one).
     pub fn new() -> Option<Self> {
         match IoUring::new(BATCH as u32) {
-            Ok(ring) => Some(SendRing { ring }),
+            Ok(ring) => Some(SendRing { ring: Some(ring) }),
             Err(e) => {
                 tracing::info!(
                     "io_uring unavailable ({e}): fan-out threads send one syscall per viewer"
@@ -37,11 +39,15 @@ impl SendRing {
     /// answered: bytes taken, `WouldBlock`, or the socket's error.
     pub fn send_all(&mut self, fds: &[RawFd], buf: &[u8], results: &mut Vec<io::Result<usize>>) {
         results.clear();
+        let Some(ring) = self.ring.as_mut() else {
+            results.extend(fds.iter().map(|&fd| send_now(fd, buf)));
+            return;
+        };
         results.extend(fds.iter().map(|_| Err(io::ErrorKind::WouldBlock.into())));
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         let mut queued = 0;
         {
-            let mut sq = self.ring.submission();
+            let mut sq = ring.submission();
             for (i, &fd) in fds.iter().enumerate().take(BATCH) {
                 let send = opcode::Send::new(types::Fd(fd), buf.as_ptr(), len)
                     .flags(libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
@@ -57,17 +63,21 @@ impl SendRing {
         }
         let mut reaped = 0;
         while reaped < queued {
-            match self.ring.submit_and_wait(queued - reaped) {
+            match ring.submit_and_wait(queued - reaped) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    // Nothing more will complete: the sends not reaped count as refused (their frames stay queued
-                    // for the connection task to write), which is what a full socket answers too.
-                    tracing::warn!("io_uring submit failed: {e}");
+                    // The sends not reaped count as refused (their frames stay queued for the connection task to
+                    // write), which is what a full socket answers too. Every send is non-blocking, so none that the
+                    // kernel took is still running when the ring is dropped.
+                    tracing::warn!(
+                        "io_uring submit failed ({e}): this fan-out thread sends one by one from now on"
+                    );
+                    self.ring = None;
                     return;
                 }
             }
-            for cqe in self.ring.completion() {
+            for cqe in ring.completion() {
                 let Some(slot) = usize::try_from(cqe.user_data())
                     .ok()
                     .and_then(|i| results.get_mut(i))
@@ -83,6 +93,24 @@ impl SendRing {
                 reaped += 1;
             }
         }
+    }
+}
+
+/// One plain non-blocking send, answered as a send through the ring would be.
+fn send_now(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for its length, and the caller keeps `fd` open for the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -102,10 +130,18 @@ mod tests {
 
     #[test]
     fn every_socket_gets_the_bytes_and_a_full_one_says_so() {
-        let Some(mut ring) = SendRing::new() else {
-            eprintln!("io_uring unavailable here: nothing to test");
-            return;
-        };
+        match SendRing::new() {
+            Some(ring) => sends_and_reports(ring),
+            None => eprintln!("io_uring unavailable here: only the plain sends are tested"),
+        }
+    }
+
+    #[test]
+    fn without_its_ring_it_sends_one_by_one_and_answers_alike() {
+        sends_and_reports(SendRing { ring: None });
+    }
+
+    fn sends_and_reports(mut ring: SendRing) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let pairs: Vec<_> = (0..3).map(|_| pair(&listener)).collect();
         let fds: Vec<RawFd> = pairs.iter().map(|(s, _)| s.as_raw_fd()).collect();

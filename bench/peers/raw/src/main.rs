@@ -9,10 +9,19 @@
 //! Threads: the main thread accepts and deals sockets round-robin to the fan-out threads; each fan-out thread runs
 //! its own epoll (mio) loop for the handshakes, the reads and the writes of its sockets; one batcher thread closes
 //! the windows and hands each frame to every fan-out thread; one thread waits for SIGINT/SIGTERM and exits 0.
+//!
+//! `--uring` (off by default): each fan-out thread hands the kernel a frame's sends 256 at a time through its own
+//! io_uring (`ring`), as danmaku's fan-out threads do, instead of one `send` syscall per socket. Only a socket with
+//! nothing queued is in a batch, and each answer is dealt with as the plain write's would be (bytes taken, part of
+//! them, "would block", an error), so the sockets end up in the same state either way. Where the kernel refuses a
+//! ring, the peer says so on stderr and sends one by one.
+
+mod ring;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -23,7 +32,10 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use sha1::{Digest, Sha1};
 use slab::Slab;
 
-const USAGE: &str = "usage: raw-peer [--port N (9001, 0 = any)] [--batch-ms N (100, 0 = at once)] [--threads N (2)]";
+use ring::SendRing;
+
+const USAGE: &str = "usage: raw-peer [--port N (9001, 0 = any)] [--batch-ms N (100, 0 = at once)] [--threads N (2)] \
+                     [--uring (fan-out sends through an io_uring per thread, 256 per submission)]";
 /// Longest HTTP request head accepted.
 const MAX_HEAD: usize = 8 * 1024;
 /// Largest client message (a comment); a bigger one closes the connection with 1009.
@@ -42,6 +54,7 @@ struct Args {
     port: u16,
     batch_ms: u64,
     threads: usize,
+    uring: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -49,12 +62,17 @@ fn parse_args() -> Result<Args, String> {
         port: 9001,
         batch_ms: 100,
         threads: 2,
+        uring: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         if arg == "-h" || arg == "--help" {
             println!("{USAGE}");
             std::process::exit(0);
+        }
+        if arg == "--uring" {
+            args.uring = true;
+            continue;
         }
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) => (n, Some(v.to_string())),
@@ -441,6 +459,74 @@ fn send(stream: &TcpStream, out: &mut VecDeque<(Frame, usize)>, frame: &Frame) -
     !idle || drain(stream, out)
 }
 
+/// `--uring`: a fan-out thread's ring and the batch of sends it is filling, with what the sends answered.
+struct Batch {
+    ring: SendRing,
+    /// Tokens of the sockets in the batch, and their fds in the same order.
+    tokens: Vec<usize>,
+    fds: Vec<RawFd>,
+    results: Vec<io::Result<usize>>,
+}
+
+impl Batch {
+    fn new(ring: SendRing) -> Self {
+        Batch {
+            ring,
+            tokens: Vec::with_capacity(ring::BATCH),
+            fds: Vec::with_capacity(ring::BATCH),
+            results: Vec::with_capacity(ring::BATCH),
+        }
+    }
+
+    /// Sends `frame` on every socket of the batch (each one with nothing queued) and leaves each socket as `send`
+    /// would have: nothing queued if it took the frame, the frame queued behind what it took otherwise, dead if
+    /// its send failed. Returns false when the ring itself failed (said on stderr): it must not be used again.
+    fn flush(&mut self, conns: &mut Slab<Conn>, dead: &mut Vec<usize>, frame: &Frame) -> bool {
+        let failed = self
+            .ring
+            .send_all(&self.fds, frame, &mut self.results)
+            .err();
+        for (&t, r) in self.tokens.iter().zip(&self.results) {
+            let Some(c) = conns.get_mut(t) else {
+                continue;
+            };
+            let ok = match r {
+                Ok(n) if *n >= frame.len() => true,
+                // As in `drain`: a socket that takes nothing of a non-empty write is broken.
+                Ok(0) => false,
+                Ok(n) => {
+                    c.out.push_back((frame.clone(), *n));
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    c.out.push_back((frame.clone(), 0));
+                    true
+                }
+                // `drain` writes again after an interrupted write: so does this, with a plain one.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    send(&c.stream, &mut c.out, frame)
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                c.dead = true;
+                dead.push(t);
+            }
+        }
+        self.tokens.clear();
+        self.fds.clear();
+        match failed {
+            None => true,
+            Some(e) => {
+                eprintln!(
+                    "raw-peer: io_uring submit failed ({e}): this fan-out thread sends one syscall per socket from now on"
+                );
+                false
+            }
+        }
+    }
+}
+
 struct Worker {
     poll: Poll,
     rx: Receiver<Msg>,
@@ -449,6 +535,8 @@ struct Worker {
     /// Room -> tokens of this thread's sockets in it.
     rooms: HashMap<Arc<str>, Vec<usize>>,
     dead: Vec<usize>,
+    /// `--uring` (and the kernel gave a ring): the fan-out's sends go through it.
+    uring: Option<Batch>,
 }
 
 impl Worker {
@@ -512,6 +600,10 @@ impl Worker {
 
     /// The whole point: the same frame to every socket of the room, written at once where the socket takes it.
     fn fan_out(&mut self, room: &str, frame: &Frame) {
+        if self.uring.is_some() {
+            self.fan_out_batched(room, frame);
+            return;
+        }
         let Some(members) = self.rooms.get(room) else {
             return;
         };
@@ -523,6 +615,52 @@ impl Worker {
                 c.dead = true;
                 self.dead.push(t);
             }
+        }
+    }
+
+    /// `fan_out` with `--uring`: the sockets with nothing queued take their sends in batches of [`ring::BATCH`]
+    /// through this thread's ring; the others get the frame queued, as `send` does.
+    fn fan_out_batched(&mut self, room: &str, frame: &Frame) {
+        let Worker {
+            rooms,
+            conns,
+            dead,
+            uring,
+            ..
+        } = self;
+        let Some(members) = rooms.get(room) else {
+            return;
+        };
+        for &t in members {
+            let Some(c) = conns.get_mut(t) else {
+                continue;
+            };
+            if c.dead || c.closing {
+                continue;
+            }
+            match uring {
+                Some(batch) if c.out.is_empty() => {
+                    batch.tokens.push(t);
+                    batch.fds.push(c.stream.as_raw_fd());
+                    if batch.tokens.len() == ring::BATCH && !batch.flush(conns, dead, frame) {
+                        *uring = None;
+                    }
+                }
+                // Something queued (or the ring failed earlier in this frame): as `fan_out`.
+                _ => {
+                    if !send(&c.stream, &mut c.out, frame) {
+                        c.dead = true;
+                        dead.push(t);
+                    }
+                }
+            }
+        }
+        // Every send is reaped before `frame` can go: nothing stays in the batch past this call.
+        if let Some(batch) = uring
+            && !batch.tokens.is_empty()
+            && !batch.flush(conns, dead, frame)
+        {
+            *uring = None;
         }
     }
 
@@ -716,8 +854,23 @@ fn main() {
         }
     };
     let batcher = Arc::new(Batcher::new(Duration::from_millis(args.batch_ms)));
+    // One ring per fan-out thread, or none at all: a run where some threads send one way and some the other
+    // would measure neither.
+    let mut rings: Vec<Option<SendRing>> = Vec::with_capacity(args.threads);
+    if args.uring {
+        match (0..args.threads)
+            .map(|_| SendRing::new())
+            .collect::<io::Result<Vec<_>>>()
+        {
+            Ok(all) => rings = all.into_iter().map(Some).collect(),
+            Err(e) => eprintln!(
+                "raw-peer: io_uring unavailable ({e}): --uring ignored, fan-out threads send one syscall per socket"
+            ),
+        }
+    }
+    rings.resize_with(args.threads, || None);
     let mut workers = Vec::with_capacity(args.threads);
-    for i in 0..args.threads {
+    for (i, ring) in rings.into_iter().enumerate() {
         let started = Poll::new().and_then(|poll| {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             Ok((poll, waker))
@@ -737,6 +890,7 @@ fn main() {
             conns: Slab::new(),
             rooms: HashMap::new(),
             dead: Vec::new(),
+            uring: ring.map(Batch::new),
         };
         let spawned = std::thread::Builder::new()
             .name(format!("fanout-{i}"))
