@@ -2,12 +2,15 @@
 //! queue exceeds `--queue-bytes`, or once its socket took nothing for `--write-stall-secs`
 //! while frames waited (counted in `danmaku_slow_viewer_closes_total`), while the other
 //! viewers of the room keep receiving every comment in order and the server keeps serving.
+//! A closed viewer that does not take its close frame within `--close-timeout-secs` is reset.
 
 mod common;
 
 use common::*;
 use futures_util::future::join_all;
-use tokio::net::TcpSocket;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::WebSocketStream;
 
 /// ~15 MB of comments: far more than any socket buffers can absorb.
 const MAX_POSTS: usize = 5_000;
@@ -66,23 +69,7 @@ async fn stalled_viewer_case(limits: &[&str], max_posts: usize, readers: usize) 
         .await;
     let room = "slow";
 
-    // The slow viewer: tiny receive buffer, handshake, read the hello, then stop reading.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = within("slow viewer TCP connect", socket.connect(server.addr))
-        .await
-        .unwrap();
-    let (mut slow, _) = within(
-        "slow viewer handshake",
-        tokio_tungstenite::client_async(
-            server.ws_url(&format!("room={room}&user=slowpoke")),
-            stream,
-        ),
-    )
-    .await
-    .unwrap();
-    let hello = next_json(&mut slow, false).await;
-    assert_eq!(hello["type"], "hello");
+    let mut slow = stalled_viewer(&server, room).await;
 
     // Normal viewers read everything.
     let readers = {
@@ -154,5 +141,97 @@ async fn stalled_viewer_case(limits: &[&str], max_posts: usize, readers: usize) 
     let id = server.post_comment(room, "after").await;
     let got = recv_comments(&mut fresh, 1).await;
     assert_eq!(ids(&got), vec![id]);
+    server.assert_healthy().await;
+}
+
+/// A viewer with a tiny receive buffer that reads its hello and then nothing.
+async fn stalled_viewer(server: &Server, room: &str) -> WebSocketStream<TcpStream> {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = within("slow viewer TCP connect", socket.connect(server.addr))
+        .await
+        .unwrap();
+    let (mut slow, _) = within(
+        "slow viewer handshake",
+        tokio_tungstenite::client_async(
+            server.ws_url(&format!("room={room}&user=slowpoke")),
+            stream,
+        ),
+    )
+    .await
+    .unwrap();
+    let hello = next_json(&mut slow, false).await;
+    assert_eq!(hello["type"], "hello");
+    slow
+}
+
+/// Closed for being slow, a viewer that still reads nothing cannot take its close frame: once
+/// `--close-timeout-secs` is over the server resets the connection, so the kernel does not keep the unsent frames
+/// of a reader that will not read. Without the reset the viewer would read every byte and then a plain end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_never_takes_its_close_frame_is_reset() {
+    let server = Server::start(&[
+        "--queue-bytes",
+        "65536",
+        "--write-stall-secs",
+        "3600",
+        "--close-timeout-secs",
+        "1",
+        "--batch-ms",
+        "0",
+        "--max-chars",
+        "1000",
+        "--max-message-bytes",
+        "16384",
+    ])
+    .await;
+    let room = "reset";
+    let mut slow = stalled_viewer(&server, room).await;
+    let filler: String = "弹".repeat(994);
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut posted = 0;
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no close timeout after {posted} posts"
+        );
+        if server
+            .metric("danmaku_close_timeouts_total")
+            .await
+            .is_some_and(|v| v >= 1.0)
+        {
+            break;
+        }
+        // Comments fill the viewer's queue until it is closed; after that they only keep the room busy while the
+        // close timeout runs.
+        let posts = (0..PARALLEL).map(|i| {
+            let api = server.api();
+            let text = format!("{:06}{filler}", posted + i);
+            async move { api.post_comment(room, &text).await }
+        });
+        join_all(posts).await;
+        posted += PARALLEL;
+    }
+    // Read the raw socket to its end: what the kernel still held, then the reset.
+    let stream = slow.get_mut();
+    let mut buf = vec![0u8; 1 << 16];
+    let end = within("the slow viewer's socket to end", async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => break Ok(()),
+                Ok(_) => continue,
+                Err(e) => break Err(e),
+            }
+        }
+    })
+    .await;
+    match end {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        Ok(()) => panic!("the connection ended with a plain close, not a reset"),
+    }
+    assert_eq!(
+        server.metric("danmaku_slow_viewer_closes_total").await,
+        Some(1.0)
+    );
     server.assert_healthy().await;
 }

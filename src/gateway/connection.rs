@@ -173,6 +173,11 @@ impl Conn<'_> {
                 _ = &mut timer => {
                     let silent = self.last_heard.elapsed();
                     if closing {
+                        // Its close frame was not taken in time: reset the connection. A plain close would leave
+                        // the kernel an orphan holding the unsent frames (up to `--send-buffer-bytes`) and probing
+                        // a reader that does not read, for minutes; a reset frees them at once.
+                        let _ = SockRef::from(&self.viewer.stream).set_linger(Some(Duration::ZERO));
+                        metrics::counter!("danmaku_close_timeouts_total").increment(1);
                         Step::End
                     } else if silent >= idle {
                         self.viewer.close(close::HEARTBEAT_TIMEOUT);
