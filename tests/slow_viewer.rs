@@ -15,6 +15,15 @@ use tokio_tungstenite::WebSocketStream;
 /// ~15 MB of comments: far more than any socket buffers can absorb.
 const MAX_POSTS: usize = 5_000;
 const PARALLEL: usize = 8;
+/// Every comment a frame of its own, and comments of up to 1000 chars ([`post_big_comments`]).
+const BIG_COMMENTS: [&str; 6] = [
+    "--batch-ms",
+    "0",
+    "--max-chars",
+    "1000",
+    "--max-message-bytes",
+    "16384",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_viewer_is_closed_with_4008_and_others_get_everything() {
@@ -55,16 +64,8 @@ async fn a_stalled_reader_is_let_go_before_its_queue_fills() {
 async fn stalled_viewer_case(limits: &[&str], max_posts: usize, readers: usize) {
     let server = Server::builder()
         .args(limits.iter().copied())
-        .args([
-            "--close-timeout-secs",
-            "60",
-            "--batch-ms",
-            "0",
-            "--max-chars",
-            "1000",
-            "--max-message-bytes",
-            "16384",
-        ])
+        .args(["--close-timeout-secs", "60"])
+        .args(BIG_COMMENTS)
         .start()
         .await;
     let room = "slow";
@@ -83,20 +84,12 @@ async fn stalled_viewer_case(limits: &[&str], max_posts: usize, readers: usize) 
         tasks
     };
 
-    // 1000 chars of 3-byte UTF-8 (~3 KB per comment) to fill the buffers quickly.
-    let filler: String = "弹".repeat(994);
     let mut posted = 0;
     let mut closed = false;
     // A bound for a broken server, not a measure: the close must come long before it.
     let deadline = std::time::Instant::now() + TIMEOUT;
     while posted < max_posts && std::time::Instant::now() < deadline {
-        let posts = (0..PARALLEL).map(|i| {
-            let api = server.api();
-            let text = format!("{:06}{filler}", posted + i);
-            async move { api.post_comment(room, &text).await }
-        });
-        join_all(posts).await;
-        posted += PARALLEL;
+        posted += post_big_comments(&server, room, posted).await;
         if server
             .metric("danmaku_slow_viewer_closes_total")
             .await
@@ -170,24 +163,14 @@ async fn stalled_viewer(server: &Server, room: &str) -> WebSocketStream<TcpStrea
 /// of a reader that will not read. Without the reset the viewer would read every byte and then a plain end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_never_takes_its_close_frame_is_reset() {
-    let server = Server::start(&[
-        "--queue-bytes",
-        "65536",
-        "--write-stall-secs",
-        "3600",
-        "--close-timeout-secs",
-        "1",
-        "--batch-ms",
-        "0",
-        "--max-chars",
-        "1000",
-        "--max-message-bytes",
-        "16384",
-    ])
-    .await;
+    let server = Server::builder()
+        .args(["--queue-bytes", "65536", "--write-stall-secs", "3600"])
+        .args(["--close-timeout-secs", "1"])
+        .args(BIG_COMMENTS)
+        .start()
+        .await;
     let room = "reset";
     let mut slow = stalled_viewer(&server, room).await;
-    let filler: String = "弹".repeat(994);
     let deadline = std::time::Instant::now() + TIMEOUT;
     let mut posted = 0;
     loop {
@@ -204,13 +187,7 @@ async fn a_viewer_that_never_takes_its_close_frame_is_reset() {
         }
         // Comments fill the viewer's queue until it is closed; after that they only keep the room busy while the
         // close timeout runs.
-        let posts = (0..PARALLEL).map(|i| {
-            let api = server.api();
-            let text = format!("{:06}{filler}", posted + i);
-            async move { api.post_comment(room, &text).await }
-        });
-        join_all(posts).await;
-        posted += PARALLEL;
+        posted += post_big_comments(&server, room, posted).await;
     }
     // Read the raw socket to its end: what the kernel still held, then the reset.
     let stream = slow.get_mut();
@@ -234,4 +211,17 @@ async fn a_viewer_that_never_takes_its_close_frame_is_reset() {
         Some(1.0)
     );
     server.assert_healthy().await;
+}
+
+/// Posts [`PARALLEL`] comments of 1000 chars of 3-byte UTF-8 (~3 KB each, to fill buffers quickly), numbered from
+/// `from`, at once; returns how many.
+async fn post_big_comments(server: &Server, room: &str, from: usize) -> usize {
+    let filler: String = "弹".repeat(994);
+    let posts = (0..PARALLEL).map(|i| {
+        let api = server.api();
+        let text = format!("{:06}{filler}", from + i);
+        async move { api.post_comment(room, &text).await }
+    });
+    join_all(posts).await;
+    PARALLEL
 }
