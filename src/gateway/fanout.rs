@@ -66,9 +66,9 @@ impl FanoutPool {
             std::thread::Builder::new()
                 .name(format!("fanout-{i}"))
                 .spawn(move || {
-                    let mut ring = SendRing::new();
+                    let mut ring = SendRing::open();
                     while let Ok(job) = rx.recv() {
-                        let written = run(&job, ring.as_mut());
+                        let written = run(&job, &mut ring);
                         // The room may have stopped waiting; nothing to do then.
                         let _ = job.done.send(written);
                     }
@@ -121,7 +121,7 @@ impl FanoutPool {
                 Some(Ok(())) => pending.push(rx),
                 // A fan-out thread died (it cannot panic on input, but be safe): write from here instead.
                 Some(Err(mpsc::SendError(job))) => {
-                    let written = run(&job, None);
+                    let written = run(&job, &mut SendRing::plain());
                     let _ = job.done.send(written);
                     pending.push(rx);
                 }
@@ -138,15 +138,12 @@ impl FanoutPool {
     }
 }
 
-fn run(job: &Job, mut ring: Option<&mut SendRing>) -> Written {
+fn run(job: &Job, ring: &mut SendRing) -> Written {
     let start = thread_cpu();
     let viewers = job
         .shards
         .clone()
-        .map(|s| match ring.as_deref_mut() {
-            Some(ring) => job.room.write_shard_batched(s, &job.frame, job.tag, ring),
-            None => job.room.write_shard(s, &job.frame, job.tag),
-        })
+        .map(|s| job.room.write_shard_batched(s, &job.frame, job.tag, ring))
         .sum();
     Written {
         viewers,
