@@ -108,6 +108,13 @@ async fn stalled_viewer_case(limits: &[&str], max_posts: usize, readers: usize) 
         Some(1.0),
         "exactly one viewer (the stalled one) was closed for being slow"
     );
+    assert!(
+        server
+            .metric("danmaku_short_sends_total")
+            .await
+            .is_some_and(|v| v >= 1.0),
+        "the stalled viewer's socket refused a frame, and that was counted"
+    );
 
     let end = server.post_comment(room, "END").await;
     assert_eq!(end, posted as u64 + 1);

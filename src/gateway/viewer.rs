@@ -198,9 +198,11 @@ impl Viewer {
                 ob.head_sent = n;
                 ob.queued = ob.queued.saturating_sub(n);
                 ob.progress = Some(Instant::now());
+                short_send();
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 ob.progress = Some(Instant::now());
+                short_send();
             }
             Err(_) => {
                 ob.state = State::Closed;
@@ -334,6 +336,12 @@ fn close_reason(code: u16) -> &'static str {
         close::POLICY_VIOLATION => "sending far past the rate limit",
         _ => "",
     }
+}
+
+/// Counts a frame the viewer's socket did not take whole when first sent: the rest waits for the connection task.
+/// Their rate shows back-pressure (slow readers, or a loaded machine whose readers lag) before any viewer is closed.
+fn short_send() {
+    metrics::counter!("danmaku_short_sends_total").increment(1);
 }
 
 #[cfg(test)]
