@@ -109,9 +109,13 @@ async fn runtime_threads_default_to_every_core_on_logic_nodes_and_half_on_gatewa
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let nats = Nats::start().await;
     let (l, g) = (logic(&nats).start().await, gateway(&nats).start().await);
-    assert_eq!(l.runtime_threads(), cores, "a logic node writes no frames");
     assert_eq!(
-        g.runtime_threads(),
+        l.runtime_threads(cores).await,
+        cores,
+        "a logic node writes no frames"
+    );
+    assert_eq!(
+        g.runtime_threads((cores / 2).max(1)).await,
         (cores / 2).max(1),
         "a gateway's fan-out threads take one per core"
     );

@@ -136,17 +136,17 @@ async fn runtime_threads_default_to_half_the_cores_and_follow_flag_and_file() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let server = Server::start(&[]).await;
     assert_eq!(
-        server.runtime_threads(),
+        server.runtime_threads((cores / 2).max(1)).await,
         (cores / 2).max(1),
         "serve holds viewers: half of {cores} cores, at least one"
     );
 
     let server = Server::start(&["--runtime-threads", "3"]).await;
-    assert_eq!(server.runtime_threads(), 3, "--runtime-threads 3");
+    assert_eq!(server.runtime_threads(3).await, 3, "--runtime-threads 3");
 
     let server = start_with_config("runtime.toml", "runtime_threads = 2\n").await;
     assert_eq!(
-        server.runtime_threads(),
+        server.runtime_threads(2).await,
         2,
         "runtime_threads = 2 in the file"
     );

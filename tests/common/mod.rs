@@ -352,12 +352,26 @@ impl Server {
     }
 
     /// The process's threads named `runtime` (the async runtime's workers; fan-out threads are `fanout-N`).
-    pub fn runtime_threads(&self) -> usize {
+    fn runtime_threads_now(&self) -> usize {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("server tasks");
         tasks
             .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
             .filter(|comm| comm.trim_end() == "runtime")
             .count()
+    }
+
+    /// The server's runtime threads (named `runtime`), once there are `expected` of them, or as many as there are
+    /// when [`TIMEOUT`] runs out. A worker takes its name when it first runs, which on a loaded machine can come
+    /// after the server listens; nothing outside the process can await that, so this looks again until it holds.
+    pub async fn runtime_threads(&self, expected: usize) -> usize {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let n = self.runtime_threads_now();
+            if n == expected || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {
