@@ -337,7 +337,8 @@ pub struct GatewayArgs {
 
     /// Kernel send buffer of each viewer socket, in bytes (0: the kernel's autotuning, up to 4 MiB each). A cap keeps
     /// viewers that stop reading from pinning kernel memory: while a few hundred such sockets fill, every send of the
-    /// room costs more (docs/benchmarks.md, section 4). 64 KiB (the kernel doubles it) holds several frames of a hot room.
+    /// room costs more (docs/benchmarks.md, section 4). 64 KiB (the kernel doubles it) holds several frames of a hot
+    /// room.
     #[arg(long, env = "DANMAKU_SEND_BUFFER_BYTES", default_value_t = 64 * 1024)]
     pub send_buffer_bytes: usize,
 

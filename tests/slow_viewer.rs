@@ -84,21 +84,8 @@ async fn stalled_viewer_case(limits: &[&str], max_posts: usize, readers: usize) 
         tasks
     };
 
-    let mut posted = 0;
-    let mut closed = false;
-    // A bound for a broken server, not a measure: the close must come long before it.
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while posted < max_posts && std::time::Instant::now() < deadline {
-        posted += post_big_comments(&server, room, posted).await;
-        if server
-            .metric("danmaku_slow_viewer_closes_total")
-            .await
-            .is_some_and(|v| v >= 1.0)
-        {
-            closed = true;
-            break;
-        }
-    }
+    let (posted, closed) =
+        post_until_counted(&server, room, "danmaku_slow_viewer_closes_total", max_posts).await;
     assert!(
         closed,
         "danmaku_slow_viewer_closes_total never reached 1 after {posted} posts"
@@ -178,24 +165,11 @@ async fn a_viewer_that_never_takes_its_close_frame_is_reset() {
         .await;
     let room = "reset";
     let mut slow = stalled_viewer(&server, room).await;
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    let mut posted = 0;
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no close timeout after {posted} posts"
-        );
-        if server
-            .metric("danmaku_close_timeouts_total")
-            .await
-            .is_some_and(|v| v >= 1.0)
-        {
-            break;
-        }
-        // Comments fill the viewer's queue until it is closed; after that they only keep the room busy while the
-        // close timeout runs.
-        posted += post_big_comments(&server, room, posted).await;
-    }
+    // Comments fill the viewer's queue until it is closed; after that they only keep the room busy while the close
+    // timeout runs.
+    let (posted, timed_out) =
+        post_until_counted(&server, room, "danmaku_close_timeouts_total", usize::MAX).await;
+    assert!(timed_out, "no close timeout after {posted} posts");
     // Read the raw socket to its end: what the kernel still held, then the reset.
     let stream = slow.get_mut();
     let mut buf = vec![0u8; 1 << 16];
@@ -218,6 +192,26 @@ async fn a_viewer_that_never_takes_its_close_frame_is_reset() {
         Some(1.0)
     );
     server.assert_healthy().await;
+}
+
+/// Posts big comments ([`post_big_comments`]) until the server's counter `metric` reaches 1, up to `max_posts` and
+/// [`TIMEOUT`] (bounds for a broken server, not measures: the count must come long before them). Returns how many
+/// were posted and whether the counter got there.
+async fn post_until_counted(
+    server: &Server,
+    room: &str,
+    metric: &str,
+    max_posts: usize,
+) -> (usize, bool) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut posted = 0;
+    while posted < max_posts && std::time::Instant::now() < deadline {
+        posted += post_big_comments(server, room, posted).await;
+        if server.metric(metric).await.is_some_and(|v| v >= 1.0) {
+            return (posted, true);
+        }
+    }
+    (posted, false)
 }
 
 /// Posts [`PARALLEL`] comments of 1000 chars of 3-byte UTF-8 (~3 KB each, to fill buffers quickly), numbered from

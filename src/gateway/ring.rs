@@ -16,8 +16,9 @@ use io_uring::{IoUring, opcode, types};
 pub const BATCH: usize = 256;
 
 pub struct SendRing {
-    /// None where the kernel refused a ring, or once a submission failed: the sends it left in the queue point at a frame that is gone by the next
-    /// batch, so the ring is dropped rather than submitted again, and the thread sends one by one from then on.
+    /// None where the kernel refused a ring, or once a submission failed: the sends it left in the queue point at a
+    /// frame that is gone by the next batch, so the ring is dropped rather than submitted again, and the thread sends
+    /// one by one from then on.
     ring: Option<IoUring>,
 }
 
