@@ -342,6 +342,12 @@ pub struct GatewayArgs {
     #[arg(long, env = "DANMAKU_SEND_BUFFER_BYTES", default_value_t = 64 * 1024)]
     pub send_buffer_bytes: usize,
 
+    /// Unsent bytes each viewer socket may hold beyond what its peer's window lets out (`TCP_NOTSENT_LOWAT`; 0: no
+    /// cap but the send buffer). Frames past it wait in the server's queue, where they count towards the slow-viewer
+    /// limits, instead of pinning kernel memory; bytes in flight are not capped by it.
+    #[arg(long, env = "DANMAKU_NOTSENT_LOWAT_BYTES", default_value_t = 16 * 1024)]
+    pub notsent_lowat_bytes: usize,
+
     /// Seconds of silence from a viewer after which the server pings it, unless its TCP stack acknowledged frames
     /// sent to it within that time (that counts as hearing from it).
     #[arg(long, env = "DANMAKU_PING_SECS", default_value_t = 25)]

@@ -12,6 +12,7 @@ pub mod registry;
 pub mod replies;
 pub mod ring;
 pub mod room;
+pub mod sockopt;
 pub mod upgrade;
 pub mod viewer;
 

@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 
 use super::Gateway;
 use super::connection::{self, Join};
+use super::sockopt;
 use super::viewer::Viewer;
 use crate::auth::Auth;
 use crate::bus::control::SanctionKind;
@@ -100,11 +101,11 @@ pub async fn handle(gw: Arc<Gateway>, mut req: Request) -> Response {
         drop(read_buf);
         let stream = io.into_inner();
         forget_http_task(&stream);
-        if task_gw.args.send_buffer_bytes > 0 {
-            // Best effort: the kernel's autotuning stays if the cap cannot be set.
-            let _ = socket2::SockRef::from(&stream)
-                .set_send_buffer_size(task_gw.args.send_buffer_bytes);
-        }
+        sockopt::tune(
+            &stream,
+            task_gw.args.send_buffer_bytes,
+            task_gw.args.notsent_lowat_bytes,
+        );
         let id = task_gw.next_id.fetch_add(1, Ordering::Relaxed);
         let user_id = join.identity.as_ref().map(|i| i.user_id.as_str().into());
         let viewer = Arc::new(Viewer::new(
