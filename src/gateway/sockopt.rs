@@ -11,59 +11,18 @@ use tokio::net::TcpStream;
 /// Applies `--send-buffer-bytes` and `--notsent-lowat-bytes` (0: the kernel's default). Best effort: a kernel
 /// that refuses keeps its defaults, which only cost memory.
 pub fn tune(stream: &TcpStream, send_buffer_bytes: usize, notsent_lowat_bytes: usize) {
+    let sock = SockRef::from(stream);
     if send_buffer_bytes > 0 {
-        let _ = SockRef::from(stream).set_send_buffer_size(send_buffer_bytes);
+        let _ = sock.set_send_buffer_size(send_buffer_bytes);
     }
     if notsent_lowat_bytes > 0 {
-        let _ = set_notsent_lowat(stream, notsent_lowat_bytes);
-    }
-}
-
-fn set_notsent_lowat(stream: &TcpStream, bytes: usize) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: the option is one `c_int`, passed by pointer with its size; the descriptor is the stream's, open for
-    // the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        let _ = sock.set_tcp_notsent_lowat(u32::try_from(notsent_lowat_bytes).unwrap_or(u32::MAX));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn notsent_lowat(stream: &TcpStream) -> std::io::Result<libc::c_int> {
-        use std::os::fd::AsRawFd;
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: one `c_int` out, its size in `len`; the descriptor is open for the call.
-        let rc = unsafe {
-            libc::getsockopt(
-                stream.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_NOTSENT_LOWAT,
-                (&mut value as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            Ok(value)
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
 
     #[tokio::test]
     async fn caps_are_set_and_zero_leaves_the_kernel_defaults() -> std::io::Result<()> {
@@ -73,19 +32,25 @@ mod tests {
         let (tuned, _) = listener.accept().await?;
         let _b = TcpStream::connect(addr).await?;
         let (untouched, _) = listener.accept().await?;
-        let (lowat_before, sndbuf_before) = (
-            notsent_lowat(&untouched)?,
-            SockRef::from(&untouched).send_buffer_size()?,
+        let (tuned_ref, untouched_ref) = (SockRef::from(&tuned), SockRef::from(&untouched));
+        let before = (
+            untouched_ref.tcp_notsent_lowat()?,
+            untouched_ref.send_buffer_size()?,
         );
 
         tune(&tuned, 64 * 1024, 16 * 1024);
         tune(&untouched, 0, 0);
 
-        assert_eq!(notsent_lowat(&tuned)?, 16 * 1024);
+        assert_eq!(tuned_ref.tcp_notsent_lowat()?, 16 * 1024);
         // Linux doubles the asked size to leave room for its bookkeeping.
-        assert_eq!(SockRef::from(&tuned).send_buffer_size()?, 2 * 64 * 1024);
-        assert_eq!(notsent_lowat(&untouched)?, lowat_before);
-        assert_eq!(SockRef::from(&untouched).send_buffer_size()?, sndbuf_before);
+        assert_eq!(tuned_ref.send_buffer_size()?, 2 * 64 * 1024);
+        assert_eq!(
+            (
+                untouched_ref.tcp_notsent_lowat()?,
+                untouched_ref.send_buffer_size()?
+            ),
+            before
+        );
         Ok(())
     }
 }
