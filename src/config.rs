@@ -258,8 +258,9 @@ pub struct LogicArgs {
     #[arg(long, env = "DANMAKU_HISTORY", default_value_t = 1000)]
     pub history: usize,
 
-    /// Rooms whose history is kept; past it, the least recently used room without viewers is forgotten (in a
-    /// cluster: rooms whose next id a logic node remembers between comments; JetStream keeps every room).
+    /// Rooms whose history is kept; past it, a room without viewers (least recently used of its shard) is
+    /// forgotten (in a cluster: rooms whose next id a logic node remembers between comments; JetStream keeps every
+    /// room).
     #[arg(long, env = "DANMAKU_MAX_ROOMS", default_value_t = 10_000)]
     pub max_rooms: usize,
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -21,8 +22,12 @@ pub struct LocalBus {
     shards: Box<[Shard]>,
     hasher: RandomState,
     history: usize,
-    /// Room logs one shard may hold; past it, the least recently used room without viewers is forgotten.
-    rooms_per_shard: usize,
+    /// Room logs kept in all shards; past it, a comment to a new room first forgets a room without viewers.
+    max_rooms: usize,
+    /// Room logs in all shards: an exact bound needs one count, since names hash to shards unevenly.
+    rooms: AtomicUsize,
+    /// Ticks once per append: a strict recency order, where clock time ties within a millisecond.
+    clock: AtomicU64,
     /// Everything published is heard at once, by this one process.
     pub hub: Hub,
 }
@@ -40,7 +45,9 @@ impl LocalBus {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             history: history.max(1),
-            rooms_per_shard: max_rooms.div_ceil(SHARDS).max(1),
+            max_rooms: max_rooms.max(1),
+            rooms: AtomicUsize::new(0),
+            clock: AtomicU64::new(0),
             hub: Hub::default(),
         }
     }
@@ -64,37 +71,72 @@ impl LocalBus {
         let mut shard = self.shard(room).lock();
         shard
             .entry(room.clone())
-            .or_insert_with(|| self.new_room())
+            .or_insert_with(|| {
+                self.rooms.fetch_add(1, Ordering::Relaxed);
+                self.new_room()
+            })
             .clone()
     }
 
     /// The log a comment goes to. A new room needs a free place, made if need be by forgetting the least
-    /// recently used room that nobody watches.
+    /// recently used room that nobody watches: in the new room's shard if it has one (one lock), else in any.
     fn for_append(&self, room: &RoomId) -> Result<Arc<Mutex<Room>>, AppendError> {
-        let mut shard = self.shard(room).lock();
-        if let Some(log) = shard.get(room) {
-            return Ok(log.clone());
-        }
-        if shard.len() >= self.rooms_per_shard {
-            let victim = shard
-                .iter()
-                .filter_map(|(name, r)| {
-                    let r = r.lock();
-                    (!r.log.is_watched() && r.online == 0).then_some((r.last_used, name))
-                })
-                .min()
-                .map(|(_, name)| name.clone());
-            match victim {
-                Some(name) => {
-                    shard.remove(&name);
+        loop {
+            {
+                let mut shard = self.shard(room).lock();
+                if let Some(log) = shard.get(room) {
+                    return Ok(log.clone());
                 }
-                None => return Err(AppendError::Full),
+                let placed = self.reserve() || {
+                    // Taking a neighbour's place leaves the count as it is.
+                    let victim = Self::victim(&shard);
+                    victim.is_some_and(|name| shard.remove(&name).is_some())
+                };
+                if placed {
+                    let log = self.new_room();
+                    shard.insert(room.clone(), log.clone());
+                    return Ok(log);
+                }
+            }
+            // Every room in this shard has viewers; free a place elsewhere (without holding two shard locks)
+            // and try again, since a concurrent comment may take the place first.
+            if !self.forget_one() {
+                return Err(AppendError::Full);
             }
         }
-        Ok(shard
-            .entry(room.clone())
-            .or_insert_with(|| self.new_room())
-            .clone())
+    }
+
+    /// Counts one more room if there is place for it.
+    fn reserve(&self) -> bool {
+        self.rooms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_rooms).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// The least recently used room of a shard that nobody watches.
+    fn victim(shard: &HashMap<RoomId, Arc<Mutex<Room>>>) -> Option<RoomId> {
+        shard
+            .iter()
+            .filter_map(|(name, r)| {
+                let r = r.lock();
+                (!r.log.is_watched() && r.online == 0).then_some((r.last_used, name))
+            })
+            .min()
+            .map(|(_, name)| name.clone())
+    }
+
+    /// Forgets one room nobody watches, from whichever shard has one; false when every room has viewers.
+    fn forget_one(&self) -> bool {
+        self.shards.iter().any(|shard| {
+            let mut shard = shard.lock();
+            let forgotten = Self::victim(&shard).is_some_and(|name| shard.remove(&name).is_some());
+            if forgotten {
+                self.rooms.fetch_sub(1, Ordering::Relaxed);
+            }
+            forgotten
+        })
     }
 
     fn existing(&self, room: &RoomId) -> Option<Arc<Mutex<Room>>> {
@@ -114,7 +156,7 @@ impl LocalBus {
             id,
             json: encode(id, ts),
         });
-        r.last_used = ts;
+        r.last_used = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(id)
     }
 
@@ -241,37 +283,56 @@ mod tests {
 
     #[test]
     fn room_count_is_bounded_and_watched_rooms_are_kept() {
-        // One room per shard.
-        let bus = LocalBus::new(10, 1);
+        let bus = LocalBus::new(10, 3);
         let watched = room("watched");
         bus.add_viewers(&watched, 1);
         append_n(&bus, &watched, 2);
-        // The hasher is random per bus, so which names share the watched room's shard is found, not assumed.
-        let same_shard = |r: &RoomId| std::ptr::eq(bus.shard(r), bus.shard(&watched));
-        let names: Vec<RoomId> = (0..5000).map(|i| room(&format!("r{i}"))).collect();
-        let (neighbours, others): (Vec<&RoomId>, Vec<&RoomId>) =
-            names.iter().partition(|r| same_shard(r));
-        assert!(neighbours.len() >= 2, "5000 names fill every shard");
-        for r in &neighbours {
-            assert_eq!(
-                bus.append(r, |_, _| Bytes::new()),
-                Err(AppendError::Full),
-                "a room sharing the watched room's full shard is refused"
-            );
+        let total = || bus.shards.iter().map(|s| s.lock().len()).sum::<usize>();
+        for i in 0..100 {
+            let r = room(&format!("r{i}"));
+            assert_eq!(bus.append(&r, |_, _| Bytes::new()), Ok(1), "{r:?}");
+            assert!(total() <= 3, "{} logs kept after {r:?}", total());
         }
-        for r in &others {
-            assert!(
-                bus.append(r, |_, _| Bytes::new()).is_ok(),
-                "an unwatched room gives its place to a new one"
-            );
-        }
-        let total: usize = bus.shards.iter().map(|s| s.lock().len()).sum();
-        assert!(total <= SHARDS, "{total} logs kept");
         assert_eq!(
             bus.last_id(&watched),
             2,
             "a watched room is never forgotten"
         );
+        assert_eq!(bus.last_id(&room("r99")), 1, "the newest room stays");
+        let kept: Vec<RoomId> = (0..100)
+            .map(|i| room(&format!("r{i}")))
+            .filter(|r| bus.last_id(r) == 1)
+            .collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        for r in &kept {
+            bus.add_viewers(r, 1);
+        }
+        assert_eq!(
+            bus.append(&room("fresh"), |_, _| Bytes::new()),
+            Err(AppendError::Full),
+            "no place when every room has viewers"
+        );
+        assert_eq!(total(), 3);
+    }
+
+    #[test]
+    fn a_full_shard_takes_a_place_from_another() {
+        let bus = LocalBus::new(10, 2);
+        let watched = room("watched");
+        bus.add_viewers(&watched, 1);
+        // The hasher is random per bus, so which names share the watched room's shard is found, not assumed.
+        let same_shard = |r: &RoomId| std::ptr::eq(bus.shard(r), bus.shard(&watched));
+        let names: Vec<RoomId> = (0..5000).map(|i| room(&format!("r{i}"))).collect();
+        let neighbour = names.iter().find(|r| same_shard(r)).unwrap();
+        let stranger = names.iter().find(|r| !same_shard(r)).unwrap();
+        append_n(&bus, stranger, 1);
+        assert_eq!(bus.append(neighbour, |_, _| Bytes::new()), Ok(1));
+        assert_eq!(
+            bus.last_id(stranger),
+            0,
+            "the other shard's unwatched room went"
+        );
+        assert_eq!(bus.online(&watched), 1);
     }
 
     #[test]
